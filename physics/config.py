@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -47,14 +48,15 @@ class PhysicsConfig:
     max_well_area: float = 0.8
     max_redraws: int = 100_000
     max_restarts: int = 1_000
-    # single-particle eigensolver
-    eig_tol: float = 1e-9
-    eig_max_iter: int = 200
+    # single-particle eigensolver (two-level Davidson, physics/single_particle.py)
+    eig_tol_ev: float = 1e-8
+    eig_max_iter: int = 100
+    eig_coarse_basis: int = 256
 
     def __post_init__(self) -> None:
-        _positive(self, "length_nm", "m_eff", "eps_r", "eig_tol")
+        _positive(self, "length_nm", "m_eff", "eps_r", "eig_tol_ev")
         _positive_int(self, "grid", "n_basis", "n_orbitals", "n_electrons", "n_wells",
-                      "max_redraws", "max_restarts", "eig_max_iter")
+                      "max_redraws", "max_restarts", "eig_max_iter", "eig_coarse_basis")
         if self.n_basis >= self.grid:
             raise ConfigError(
                 f"PhysicsConfig.n_basis={self.n_basis} must be smaller than grid={self.grid}: the "
