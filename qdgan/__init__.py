@@ -1,0 +1,1 @@
+"""ML half of qdgan: pix2pix cGANs (U-Net generator, PatchGAN discriminator) and their metrics."""

@@ -1,0 +1,174 @@
+"""Error and accuracy measures for generated grid quantities (paper §III.3), in physical units.
+
+Images are (B, H, W) or (B, 1, H, W) tensors; per-image measures return a (B,) tensor.
+`pred` is the generated β, `ref` the reference β_ref.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchmetrics import Metric
+
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _as_bhw(x: Tensor, name: str) -> Tensor:
+    if x.dim() == 4 and x.shape[1] == 1:
+        return x[:, 0]
+    if x.dim() == 3:
+        return x
+    raise ValueError(f"{name} has shape {tuple(x.shape)}: expected (B, H, W) or (B, 1, H, W)")
+
+
+def _pair(pred: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+    pred, ref = _as_bhw(pred, "pred"), _as_bhw(ref, "ref")
+    if pred.shape != ref.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and ref {tuple(ref.shape)}: expected equal shapes")
+    return pred, ref
+
+
+def l1_error(pred: Tensor, ref: Tensor) -> Tensor:
+    """Eq. 11: L1 = ‖β − β_ref‖₁ / (Nx·Ny), the mean displaced density per pixel."""
+    pred, ref = _pair(pred, ref)
+    return (pred - ref).abs().mean(dim=(-2, -1))
+
+
+def l2_error(pred: Tensor, ref: Tensor) -> Tensor:
+    """Eq. 12: L2 = ‖β − β_ref‖₂ / √(Nx·Ny), the root-mean-square error."""
+    pred, ref = _pair(pred, ref)
+    return (pred - ref).square().mean(dim=(-2, -1)).sqrt()
+
+
+def linf_error(pred: Tensor, ref: Tensor) -> Tensor:
+    """Eq. 13: L∞ = max |β − β_ref|, the largest local error."""
+    pred, ref = _pair(pred, ref)
+    return (pred - ref).abs().amax(dim=(-2, -1))
+
+
+def reference_range(ref: Tensor) -> Tensor:
+    """SSIM's data range L per image: max − min of β_ref; for a constant image max |β_ref|, or 1 if zero."""
+    ref = _as_bhw(ref, "ref")
+    span = ref.amax(dim=(-2, -1)) - ref.amin(dim=(-2, -1))
+    size = ref.abs().amax(dim=(-2, -1))
+    return torch.where(span > 0, span, torch.where(size > 0, size, torch.ones_like(size)))
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+    """Normalised size×size Gaussian window of Wang et al. (2004)."""
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def uniform_window(size: int = 8) -> Tensor:
+    """Uniformly weighted size×size window (the paper's MSSIM uses 8×8)."""
+    return torch.full((size, size), 1.0 / size**2, dtype=torch.float64)
+
+
+def ssim_with_window(pred: Tensor, ref: Tensor, window: Tensor, data_range: Tensor | float | None = None,
+                     k1: float = SSIM_K1, k2: float = SSIM_K2) -> Tensor:
+    """Mean over all window positions inside the image ('valid', as in Wang et al.'s reference code) of
+
+        SSIM = (2 μx μy + C1)(2 σxy + C2) / ((μx² + μy² + C1)(σx² + σy² + C2)),  C_i = (K_i·L)²,
+
+    with μ, σ the window-weighted (weights summing to 1) local statistics. L = `data_range` per image,
+    by default `reference_range(ref)`. SSIM is invariant under β, β_ref, L → a·β, a·β_ref, a·L, so both
+    images are divided by L and evaluated with L = 1, which keeps small physical values well conditioned.
+    """
+    pred, ref = _pair(pred, ref)
+    kh, kw = window.shape
+    if pred.shape[-2] < kh or pred.shape[-1] < kw:
+        raise ValueError(f"images of {tuple(pred.shape[-2:])} pixels are smaller than the {kh}×{kw} "
+                         "SSIM window")
+    dtype = torch.promote_types(pred.dtype, torch.float32)
+    pred, ref = pred.to(dtype), ref.to(dtype)
+    scale = reference_range(ref) if data_range is None else torch.as_tensor(data_range, dtype=dtype,
+                                                                            device=ref.device)
+    scale = scale.to(dtype).reshape(-1, 1, 1)
+    x, y = pred / scale, ref / scale
+
+    b = x.shape[0]
+    stats = F.conv2d(torch.cat([x, y, x * x, y * y, x * y]).unsqueeze(1),  # (5B, 1, H, W)
+                     window.to(dtype=dtype, device=x.device)[None, None])
+    mu_x, mu_y, xx, yy, xy = stats.split(b)
+    var_x = (xx - mu_x**2).clamp_min(0)
+    var_y = (yy - mu_y**2).clamp_min(0)
+    cov = xy - mu_x * mu_y
+    c1, c2 = k1**2, k2**2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(-3, -2, -1))
+
+
+def ssim(pred: Tensor, ref: Tensor, data_range: Tensor | float | None = None) -> Tensor:
+    """SSIM with Wang et al.'s typical parameters: 11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03.
+
+    L defaults to each reference image's own dynamic range (see `reference_range`): the images are in
+    physical units with no fixed scale, and this makes SSIM independent of the unit.
+    """
+    return ssim_with_window(pred, ref, gaussian_window(11, 1.5), data_range)
+
+
+def mssim(pred: Tensor, ref: Tensor, data_range: Tensor | float | None = None) -> Tensor:
+    """MSSIM of the paper (§III.3): mean SSIM over a uniformly weighted 8×8 window, K1 = 0.01, K2 = 0.03,
+    L as in `ssim`."""
+    return ssim_with_window(pred, ref, uniform_window(8), data_range)
+
+
+def _mean_image(mean_image: Tensor) -> Tensor:
+    if not 2 <= mean_image.dim() <= 4 or mean_image.numel() != mean_image.shape[-2] * mean_image.shape[-1]:
+        raise ValueError(f"mean_image has shape {tuple(mean_image.shape)}: expected (H, W), (1, H, W) "
+                         "or (1, 1, H, W)")
+    return mean_image.reshape(mean_image.shape[-2:])
+
+
+def _sums_of_squares(pred: Tensor, ref: Tensor, mean_image: Tensor) -> tuple[Tensor, Tensor]:
+    """Eqs. 15–16: SS_res = Σ_i ‖β_ref,i − β_i‖², SS_tot = Σ_i ‖β_ref,i − β̄‖²."""
+    pred, ref = _pair(pred, ref)
+    mean = _mean_image(mean_image)
+    if mean.shape != ref.shape[-2:]:
+        raise ValueError(f"mean_image {tuple(mean_image.shape)}: expected one {tuple(ref.shape[-2:])} image")
+    return (ref - pred).square().sum(), (ref - mean.to(ref)).square().sum()
+
+
+def r2_score(pred: Tensor, ref: Tensor, mean_image: Tensor) -> Tensor:
+    """Eq. 14: R² = 1 − SS_res/SS_tot over the whole batch, with β̄ the TRAINING-set mean image
+    `mean_image` ((H, W) or (1, [1,] H, W)) as in the paper's Fig. A3, not the mean of this batch."""
+    ss_res, ss_tot = _sums_of_squares(pred, ref, mean_image)
+    return 1 - ss_res / ss_tot
+
+
+class R2Score(Metric):
+    """Eq. 14 accumulated over batches (and DDP ranks): sums SS_res and SS_tot, then 1 − SS_res/SS_tot.
+
+    Unlike torchmetrics.R2Score, β̄ is the fixed training-set mean image given at construction; it is a
+    non-persistent buffer (moves with the module, not saved in checkpoints).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, mean_image: Tensor, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.register_buffer("mean_image", _mean_image(torch.as_tensor(mean_image)).clone(), persistent=False)
+        self.add_state("ss_res", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("ss_tot", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, ref: Tensor) -> None:
+        ss_res, ss_tot = _sums_of_squares(pred.detach(), ref.detach(), self.mean_image)
+        self.ss_res += ss_res.to(self.ss_res)
+        self.ss_tot += ss_tot.to(self.ss_tot)
+
+    def compute(self) -> Tensor:
+        return 1 - self.ss_res / self.ss_tot
+
+
+def charge_error(density: Tensor, n_electrons: float, pixel_area: float) -> Tensor:
+    """|h²·Σ ñ − N| per image: the deviation of the generated density's integral from the electron
+    count N, with `pixel_area` = h² in nm² and `density` in nm⁻²."""
+    density = _as_bhw(density, "density")
+    return (pixel_area * density.sum(dim=(-2, -1)) - n_electrons).abs()
