@@ -49,7 +49,7 @@ class PhysicsConfig:
     max_redraws: int = 100_000
     max_restarts: int = 1_000
     # single-particle eigensolver (two-level Davidson, physics/single_particle.py)
-    eig_tol_ev: float = 1e-8
+    eig_tol_ev: float = 1e-7
     eig_max_iter: int = 100
     eig_coarse_basis: int = 256
 
