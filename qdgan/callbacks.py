@@ -1,0 +1,84 @@
+"""Training history for the run's figures: losses (Fig. 3), validation R² (Fig. 5/A5a) and
+SSIM/MSSIM of a fixed group of test instances over training (Fig. 4).
+
+The history is part of the callback state, so it travels in checkpoints and a resumed run
+continues the same curves; it is also written to `history.json` at the end of fitting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from qdgan import metrics
+
+LOSS_KEYS = ("train/loss_g", "train/loss_d", "train/loss_l1", "train/loss_g_gan")
+
+
+class History(L.Callback):
+    """Record losses every `every_n_steps` generator steps and evaluation curves at each validation."""
+
+    def __init__(self, every_n_steps: int = 10, n_tracked: int = 30, out: str | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self.n_tracked = n_tracked
+        self.out = out
+        self.losses: dict[str, list[float]] = {"step": []}
+        self.val: dict[str, list[float]] = {"step": []}
+        self.tracked: dict[str, list[list[float]]] = {"step": [], "ssim": [], "mssim": [], "l1": [],
+                                                      "l2": [], "linf": []}
+
+    # losses ---------------------------------------------------------------------------------------
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = int(pl_module.generator_steps)
+        if step % self.every_n_steps or not trainer.is_global_zero:
+            return
+        logged = trainer.callback_metrics
+        self.losses["step"].append(step)
+        for key in LOSS_KEYS:
+            if key in logged:
+                self.losses.setdefault(key, []).append(float(logged[key]))
+
+    # validation curves ------------------------------------------------------------------------------
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        step = int(pl_module.generator_steps)
+        logged = trainer.callback_metrics
+        self.val["step"].append(step)
+        for key, value in logged.items():
+            if key.startswith("val/"):
+                self.val.setdefault(key[4:], []).append(float(value))
+        dm = trainer.datamodule
+        if dm is None or "test" not in getattr(dm, "_tensors", {}):
+            return
+        x, y = dm._tensors["test"]
+        x, y = x[: self.n_tracked].to(pl_module.device), y[: self.n_tracked].to(pl_module.device)
+        with torch.no_grad():
+            pred = pl_module.unscale_target(pl_module._eval_generator(x)).squeeze(1)
+        ref = pl_module.unscale_target(y).squeeze(1)
+        self.tracked["step"].append(step)
+        for name, fn in (("ssim", metrics.ssim), ("mssim", metrics.mssim), ("l1", metrics.l1_error),
+                         ("l2", metrics.l2_error), ("linf", metrics.linf_error)):
+            self.tracked[name].append(fn(pred, ref).double().cpu().tolist())
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self.out and trainer.is_global_zero:
+            Path(self.out).write_text(json.dumps(self.as_dict()))
+
+    # state ------------------------------------------------------------------------------------------
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"losses": self.losses, "val": self.val, "tracked": self.tracked}
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.as_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.losses, self.val, self.tracked = state["losses"], state["val"], state["tracked"]

@@ -1,0 +1,280 @@
+"""`EDDataModule`: ED data sets (physics.dataset) as in-memory tensors for one mapping α ↦ β.
+
+Split (paper §IV: 4800/100/100): one permutation of the data set fixed by `split_seed`; test takes
+the first `n_test` indices, validation the next `n_val`, training the next `n_train`, so lowering
+`n_train` (training-size study) never changes validation or test. Each quantity is scaled to
+[−1, 1] by the min/max of its *training* values; `stats` carries those numbers and the training-set
+mean target image β̄ (for R², eqs. 14–16) to the model, which stores them in its checkpoint.
+Random jitter (resize to `resize`² then random crop back, paper §IV) and optional flips run on whole
+batches after transfer to the device; batches are index gathers from resident tensors — no per-step
+file I/O and no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from physics.config import PhysicsConfig
+from physics.dataset import open_dataset
+
+log = logging.getLogger(__name__)
+
+QUANTITIES = ("potential", "n0", "n_int")
+"""Fields of the data set a mapping can read (eV, nm⁻², nm⁻²)."""
+
+
+@dataclass(frozen=True)
+class DataStats:
+    """Scaling and reference statistics from the training split, in physical units."""
+
+    input_min: float
+    input_max: float
+    target_min: float
+    target_max: float
+    target_mean: torch.Tensor  # (H, W) β̄ of the training set
+    pixel_area: float  # h², nm²
+    n_electrons: int
+
+
+def to_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Physical values in [lo, hi] → [−1, 1] (the generator's tanh range)."""
+    return (x - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+def from_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+    """Inverse of `to_unit_range`."""
+    return (x + 1.0) * (0.5 * (hi - lo)) + lo
+
+
+class TensorBatches:
+    """Mini-batches gathered from resident tensors; reshuffled each pass from (seed, pass number).
+
+    Under DDP each rank takes every world_size-th batch of the same permutation (equal counts).
+    Stateful (`state_dict`/`load_state_dict`): a run resumed mid-pass continues with the very batch
+    an uninterrupted run would have drawn next.
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int, shuffle: bool,
+                 seed: int = 0, rank: int = 0, world_size: int = 1, drop_last: bool = False) -> None:
+        self.inputs, self.targets = inputs, targets
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.epoch = 0  # pass number of the next shuffle
+        self._pass, self._served, self._resume = 0, 0, None
+
+    def _n_batches(self) -> int:
+        n = len(self.inputs)
+        total = n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return total // self.world_size if self.world_size > 1 else total
+
+    def __len__(self) -> int:
+        return self._n_batches()
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.inputs)
+        first = 0
+        if self._resume is not None:
+            self.epoch, first = self._resume["epoch"], self._resume["served"]
+            self._resume = None
+        self._pass, self._served = self.epoch, first
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            self.epoch += 1
+        else:
+            order = torch.arange(n)
+        for b in range(first, self._n_batches()):
+            idx = order[(b * self.world_size + self.rank) * self.batch_size:][: self.batch_size]
+            self._served = b + 1
+            yield self.inputs[idx], self.targets[idx]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._pass, "served": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
+
+
+class EDDataModule(L.LightningDataModule):
+    """One mapping `input` ↦ `target` over an ED data set at `path` (generated first if missing)."""
+
+    def __init__(
+        self,
+        path: str,
+        input: str,
+        target: str,
+        physics: Any,
+        n_train: int = 4800,
+        n_val: int = 100,
+        n_test: int = 100,
+        split_seed: int = 0,
+        batch_size: int = 1,
+        eval_batch_size: int = 100,
+        resize: int = 64,
+        flip: bool = False,
+        shuffle_seed: int = 0,
+        generate: Any = None,
+    ) -> None:
+        super().__init__()
+        for name, value in (("input", input), ("target", target)):
+            if value not in QUANTITIES:
+                raise ValueError(f"data.{name}={value!r}: expected one of {QUANTITIES}")
+        if input == target:
+            raise ValueError(f"data.input and data.target are both {input!r}: a mapping needs two quantities")
+        for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test),
+                            ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name}={value!r}: expected a positive integer")
+        self.path = Path(path)
+        self.input, self.target = input, target
+        self.physics = _physics_config(physics)
+        self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
+        self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.grid = self.physics.grid
+        if not isinstance(resize, int) or resize < self.grid:
+            raise ValueError(f"data.resize={resize!r}: expected an integer ≥ the image size {self.grid} "
+                             "(resize then random-crop back; equal means no jitter)")
+        self.resize, self.flip = resize, flip
+        self.generate_cfg = generate
+        self.stats: DataStats | None = None
+        self.splits: dict[str, np.ndarray] = {}
+        self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._physical: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # --- data ------------------------------------------------------------------------------------
+
+    def prepare_data(self) -> None:
+        """Generate the data set through `physics.generate` when `path` holds none (rank 0 only)."""
+        if (self.path / "manifest.json").exists():
+            return
+        if self.generate_cfg is None:
+            raise FileNotFoundError(f"data.path={self.path}: no data set there (no manifest.json) and "
+                                    "data.generate is null; run python -m physics.generate first")
+        from physics.generate import generate, plan_from_config
+
+        gen = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(self.generate_cfg), resolve=True))
+        gen.out_dir = str(self.path)
+        gen.physics = self.physics.to_dict()
+        print(f"No data set at {self.path}: generating {gen.n_samples} instances with physics.generate "
+              f"(seed {gen.seed}); later runs reuse it.", flush=True)
+        generate(plan_from_config(gen))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.stats is not None:
+            return
+        ds = open_dataset(self.path)
+        _check_same_physics(ds.config, self.physics, self.path)
+        need = self.n_train + self.n_val + self.n_test
+        if len(ds) < need:
+            raise ValueError(f"{self.path}: holds {len(ds)} instances, but data.n_train + data.n_val + "
+                             f"data.n_test = {self.n_train} + {self.n_val} + {self.n_test} = {need}")
+        order = np.random.default_rng(self.split_seed).permutation(len(ds))
+        self.splits = {
+            "test": np.sort(order[: self.n_test]),
+            "val": np.sort(order[self.n_test : self.n_test + self.n_val]),
+            "train": np.sort(order[self.n_test + self.n_val : need]),
+        }
+        inputs = torch.from_numpy(np.ascontiguousarray(ds[self.input][:], dtype=np.float32))
+        targets = torch.from_numpy(np.ascontiguousarray(ds[self.target][:], dtype=np.float32))
+        train = torch.from_numpy(self.splits["train"])
+        x_tr, y_tr = inputs[train], targets[train]
+        self.stats = DataStats(
+            input_min=float(x_tr.min()), input_max=float(x_tr.max()),
+            target_min=float(y_tr.min()), target_max=float(y_tr.max()),
+            target_mean=y_tr.double().mean(0).float(),
+            pixel_area=self.physics.h_nm**2, n_electrons=self.physics.n_electrons,
+        )
+        for q, lo, hi in (("input", self.stats.input_min, self.stats.input_max),
+                          ("target", self.stats.target_min, self.stats.target_max)):
+            if not hi > lo:
+                raise ValueError(f"{self.path}: training {getattr(self, q)!r} values are constant ({lo}); "
+                                 "cannot scale them to [-1, 1]")
+        s = self.stats
+        for split, idx in self.splits.items():
+            i = torch.from_numpy(idx)
+            x, y = inputs[i], targets[i]
+            self._physical[split] = (x, y)
+            self._tensors[split] = (to_unit_range(x, s.input_min, s.input_max).unsqueeze(1),
+                                    to_unit_range(y, s.target_min, s.target_max).unsqueeze(1))
+        log.info("data %s: %s ↦ %s, train/val/test = %d/%d/%d", self.path, self.input, self.target,
+                 self.n_train, self.n_val, self.n_test)
+
+    def physical(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unscaled (input, target) of a split, physical units, shape (n, H, W)."""
+        return self._physical[split]
+
+    def _batches(self, split: str, train: bool) -> TensorBatches:
+        x, y = self._tensors[split]
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        if train:
+            return TensorBatches(x, y, self.batch_size, True, self.shuffle_seed, rank, world, drop_last=world > 1)
+        return TensorBatches(x, y, self.eval_batch_size, False, rank=rank, world_size=world)
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", train=True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", train=False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", train=False)
+
+    # --- augmentation ----------------------------------------------------------------------------
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training:
+            return jitter(*batch, resize=self.resize, flip=self.flip)
+        return batch
+
+
+def jitter(x: torch.Tensor, y: torch.Tensor, resize: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """pix2pix random jitter on a batch: bilinear resize to resize², the same random crop back to the
+    original size for input and target (per sample), and optional random mirror flips."""
+    size = x.shape[-1]
+    if resize > size:
+        both = F.interpolate(torch.cat([x, y], 1), size=(resize, resize), mode="bilinear",
+                             align_corners=False)
+        b = both.shape[0]
+        off = torch.randint(0, resize - size + 1, (b, 2), device=both.device)
+        ar = torch.arange(size, device=both.device)
+        rows = (off[:, 0:1] + ar)[:, :, None]  # (B, size, 1)
+        cols = (off[:, 1:2] + ar)[:, None, :]  # (B, 1, size)
+        crop = both[torch.arange(b, device=both.device)[:, None, None], :, rows, cols]  # (B, s, s, C)
+        crop = crop.permute(0, 3, 1, 2).contiguous()
+        x, y = crop[:, : x.shape[1]], crop[:, x.shape[1] :]
+    if flip:
+        b = x.shape[0]
+        for dim in (2, 3):
+            mask = (torch.rand(b, device=x.device) < 0.5).view(b, 1, 1, 1)
+            x = torch.where(mask, x.flip(dim), x)
+            y = torch.where(mask, y.flip(dim), y)
+    return x, y
+
+
+def _physics_config(values: Any) -> PhysicsConfig:
+    if isinstance(values, PhysicsConfig):
+        return values
+    if not isinstance(values, dict):
+        values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
+    return PhysicsConfig.from_mapping(values)
+
+
+def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path) -> None:
+    a, b = found.to_dict(), wanted.to_dict()
+    diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    if diff:
+        listed = ", ".join(f"physics.{k}: data set {v[0]!r} vs config {v[1]!r}" for k, v in diff.items())
+        raise ValueError(f"{path}: data set was generated with a different physics config ({listed}); "
+                         "point data.path at another directory to generate a matching one")

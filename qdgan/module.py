@@ -1,0 +1,212 @@
+"""`Pix2Pix`: the conditional GAN of paper §III.2 as a LightningModule (manual optimization).
+
+Per batch: D on real (α, β) vs fake (α, G(α)) — eq. 9 — then G on the adversarial term plus
+λ·L1 — eq. 10. `adv_weight = 0` gives the pure L1 U-Net baseline (D is then never stepped).
+With two optimizers Lightning's `global_step` counts both steps; `generator_steps` counts batches,
+and train.py turns the config's `max_steps` (generator steps) into Lightning's count.
+Scaling statistics and the training-set mean image live in buffers, so a checkpoint alone maps
+physical inputs to physical outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor, nn
+
+from qdgan import metrics
+from qdgan.datamodule import DataStats, from_unit_range, to_unit_range
+
+GAN_MODES = ("vanilla", "lsgan")
+
+
+class Pix2Pix(L.LightningModule):
+    """cGAN + λ·L1 for one mapping (eq. 10); networks built from their Hydra configs."""
+
+    def __init__(
+        self,
+        generator_cfg: dict[str, Any],
+        discriminator_cfg: dict[str, Any],
+        lambda_l1: float = 100.0,
+        adv_weight: float = 1.0,
+        gan_mode: str = "vanilla",
+        lr_g: float = 2e-4,
+        lr_d: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lr_decay_start: float = 1.0,
+        max_steps: int = 0,
+        eval_dropout: bool = False,
+        channels_last: bool = False,
+        mapping: str = "",
+        input_name: str = "",
+        target_name: str = "",
+        is_density: bool = True,
+    ) -> None:
+        super().__init__()
+        if gan_mode not in GAN_MODES:
+            raise ValueError(f"model.gan_mode={gan_mode!r}: expected one of {GAN_MODES}")
+        if adv_weight < 0 or lambda_l1 < 0:
+            raise ValueError(f"model.adv_weight={adv_weight}, model.lambda_l1={lambda_l1}: expected ≥ 0")
+        if not 0.0 <= lr_decay_start <= 1.0:
+            raise ValueError(f"model.lr_decay_start={lr_decay_start}: expected a fraction of max_steps in [0, 1]")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.generator = instantiate(generator_cfg)
+        self.discriminator = instantiate(discriminator_cfg) if adv_weight > 0 else None
+        size = self.generator.image_size
+        # Data statistics (physical units), filled from the data module in setup(); saved in checkpoints.
+        self.register_buffer("scale", torch.zeros(4, dtype=torch.float64))  # in_min, in_max, tg_min, tg_max
+        self.register_buffer("target_mean", torch.zeros(size, size))
+        self.register_buffer("physics", torch.zeros(2, dtype=torch.float64))  # pixel area nm², N
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+        self._val: dict[str, Any] = {}  # per-epoch accumulators (plain dict: not submodules)
+
+    # --- data statistics -------------------------------------------------------------------------
+
+    def set_data_stats(self, stats: DataStats) -> None:
+        self.scale.copy_(torch.tensor([stats.input_min, stats.input_max, stats.target_min, stats.target_max],
+                                      dtype=torch.float64))
+        self.target_mean.copy_(stats.target_mean)
+        self.physics.copy_(torch.tensor([stats.pixel_area, stats.n_electrons], dtype=torch.float64))
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and getattr(dm, "stats", None) is not None:
+            self.set_data_stats(dm.stats)
+
+    @property
+    def has_stats(self) -> bool:
+        return bool(self.scale[1] > self.scale[0])
+
+    def scale_input(self, x: Tensor) -> Tensor:
+        lo, hi = self.scale[0].item(), self.scale[1].item()
+        return to_unit_range(x, lo, hi)
+
+    def unscale_target(self, y: Tensor) -> Tensor:
+        lo, hi = self.scale[2].item(), self.scale[3].item()
+        return from_unit_range(y.float(), lo, hi)
+
+    # --- forward ---------------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tensor:
+        """G(α) on scaled inputs (B, 1, H, W) → scaled outputs in [−1, 1]."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.generator(x)
+
+    @torch.no_grad()
+    def predict_physical(self, inputs: Tensor) -> Tensor:
+        """Physical inputs (B, H, W) → physical predictions (B, H, W), in the module's current mode."""
+        x = self.scale_input(inputs.to(self.device, torch.float32)).unsqueeze(1)
+        return self.unscale_target(self(x)).squeeze(1)
+
+    def _eval_generator(self, x: Tensor) -> Tensor:
+        if self.hparams.eval_dropout:  # pix2pix's "noise at test time": dropout stays on
+            for m in self.generator.modules():
+                if isinstance(m, nn.Dropout):
+                    m.train()
+        return self(x)
+
+    # --- training --------------------------------------------------------------------------------
+
+    def _adversarial(self, logits: Tensor, real: bool) -> Tensor:
+        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+        if self.hparams.gan_mode == "lsgan":
+            return F.mse_loss(logits, target)
+        return F.binary_cross_entropy_with_logits(logits, target)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        if self.hparams.channels_last:
+            x, y = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
+        hp = self.hparams
+        opts = self.optimizers()
+        opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
+        fake = self(x)
+        logs: dict[str, Tensor] = {}
+        if self.discriminator is not None:
+            d_real = self.discriminator(x, y)
+            d_fake = self.discriminator(x, fake.detach())
+            loss_d = 0.5 * (self._adversarial(d_real, True) + self._adversarial(d_fake, False))
+            opt_d.zero_grad(set_to_none=True)
+            self.manual_backward(loss_d)
+            opt_d.step()
+            loss_g_adv = self._adversarial(self.discriminator(x, fake), True)
+            logs |= {"train/loss_d": loss_d.detach(), "train/loss_g_gan": loss_g_adv.detach(),
+                     "train/d_real": torch.sigmoid(d_real).mean().detach(),
+                     "train/d_fake": torch.sigmoid(d_fake).mean().detach()}
+        else:
+            loss_g_adv = fake.new_zeros(())
+        loss_l1 = F.l1_loss(fake, y)
+        loss_g = hp.adv_weight * loss_g_adv + hp.lambda_l1 * loss_l1
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.generator_steps += 1
+        for sched in self._schedulers():
+            sched.step()
+        logs |= {"train/loss_g": loss_g.detach(), "train/loss_l1": loss_l1.detach()}
+        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        self.log("g_step", self.generator_steps.float(), on_step=True, on_epoch=False, prog_bar=True,
+                 batch_size=x.shape[0])
+
+    def _schedulers(self) -> list[Any]:
+        scheds = self.lr_schedulers()
+        if scheds is None:
+            return []
+        return scheds if isinstance(scheds, list) else [scheds]
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
+        opts = [opt_g]
+        if self.discriminator is not None:
+            opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas)))
+        if hp.lr_decay_start >= 1.0 or hp.max_steps <= 0:
+            return opts
+        # pix2pix schedule: constant, then linear decay to 0 over the last (1 − start) of training.
+        start = int(hp.lr_decay_start * hp.max_steps)
+        span = max(1, hp.max_steps - start)
+
+        def factor(step: int) -> float:
+            return 1.0 - max(0, step - start) / span
+
+        scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
+        return opts, scheds
+
+    # --- evaluation ------------------------------------------------------------------------------
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {"r2": metrics.R2Score(self.target_mean).to(self.device), "sums": {}}
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        per_sample = self.evaluate_batch(batch)
+        self._val["r2"].update(per_sample.pop("_pred"), per_sample.pop("_ref"))
+        for k, v in per_sample.items():
+            self._val["sums"].setdefault(k, []).append(v)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("val/r2", self._val["r2"].compute(), prog_bar=True)  # R2Score syncs DDP ranks itself
+        for k, vals in self._val["sums"].items():
+            self.log(f"val/{k}", torch.cat(vals).mean(), sync_dist=True)
+
+    def evaluate_batch(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
+        """Per-sample metrics in physical units (eqs. 11–13, SSIM, MSSIM, charge error)."""
+        x, y = batch
+        pred = self.unscale_target(self._eval_generator(x)).squeeze(1)
+        ref = self.unscale_target(y).squeeze(1)
+        out = {
+            "l1": metrics.l1_error(pred, ref), "l2": metrics.l2_error(pred, ref),
+            "linf": metrics.linf_error(pred, ref),
+            "ssim": metrics.ssim(pred, ref), "mssim": metrics.mssim(pred, ref),
+        }
+        if self.hparams.is_density:
+            out["charge_error"] = metrics.charge_error(pred, float(self.physics[1]), float(self.physics[0]))
+        out["_pred"], out["_ref"] = pred, ref
+        return out
