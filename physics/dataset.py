@@ -1,0 +1,308 @@
+"""Read a data set written by `physics.generate`: `open_dataset(path)` → `Dataset`.
+
+Opening checks the manifest, the shard set (none missing, none extra) and every shard's header
+(readable, same identity, right shapes, checksums equal to the finalized manifest's); arrays are
+read lazily. A field view reads whole shard datasets per call, so a full pass over the paper's
+5000 instances takes a fraction of a second. `Dataset.validate()` re-reads everything and checks
+values: finiteness, ∫n = N per instance, indices, per-instance seeds and SHA-256 checksums.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from physics.config import PhysicsConfig
+from physics.instances import instance_seed
+from physics.manifest import MANIFEST, Identity, check_header, load, shard_entry
+from physics.shards import FIELDS, DatasetError, ShardHeader, digest, is_temporary, parse_name, read_header
+
+__all__ = ["Dataset", "DatasetError", "FieldView", "ValidationReport", "instance_seed", "open_dataset"]
+
+CHARGE_RTOL = 1e-5
+"""Relative tolerance of h²·Σn = N for float32 maps (float32 rounding gives ~1e-7)."""
+_MAX_OPEN = 32
+_MAX_LISTED = 20
+
+
+def open_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Open the data set in directory `path`; DatasetError names the file and field of any problem."""
+    directory = Path(path)
+    manifest = load(directory)
+    identity = Identity.from_dict(manifest["identity"], str(directory / MANIFEST))
+    expected = {identity.shard_file(s): s for s in range(identity.n_shards)}
+    names = sorted(os.listdir(directory))
+    temporary = [n for n in names if is_temporary(n)]
+    if temporary:
+        warnings.warn(f"{directory}: ignoring {len(temporary)} temporary file(s) of writers that died or "
+                      f"are still running, e.g. {temporary[:3]}", stacklevel=2)
+    present = {n for n in names if parse_name(n) is not None or (n.endswith(".h5") and not is_temporary(n))}
+    problems = [f"{directory / n}: unexpected shard file (not in the set described by {MANIFEST})"
+                for n in sorted(present - set(expected))]
+    missing = [n for n in expected if n not in present]
+    if missing:
+        problems.append(f"{directory}: {len(missing)} of {len(expected)} shard(s) missing: "
+                        f"{', '.join(missing[:_MAX_LISTED])}{' ...' if len(missing) > _MAX_LISTED else ''}"
+                        " (rerun physics.generate with the same config to complete the set)")
+    _raise(problems)
+    table = manifest["shards"]
+    if table is not None and len(table) != len(expected):
+        _raise([f"{directory / MANIFEST}: field 'shards' lists {len(table)} shards, "
+                f"expected {len(expected)}"])
+    headers = []
+    for name, s in expected.items():
+        header = read_header(directory / name)
+        problems += check_header(header, identity, s)
+        if table is not None:
+            problems += _compare_entry(table[s], shard_entry(header), directory)
+        headers.append(header)
+    _raise(problems)
+    return Dataset(directory, manifest, identity, headers)
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Outcome of a successful `Dataset.validate()`."""
+
+    n_instances: int
+    n_shards: int
+    seconds: float
+
+
+class Dataset:
+    """A complete data set: `len()`, field views (`ds.n0[...]`), config, manifest, `validate()`."""
+
+    def __init__(self, directory: Path, manifest: dict[str, Any], identity: Identity,
+                 headers: list[ShardHeader]) -> None:
+        self.directory = directory
+        self.manifest = manifest
+        self.identity = identity
+        self._headers = headers
+        self._starts = np.array([h.start for h in headers], dtype=np.int64)
+        self._files: OrderedDict[Path, h5py.File] = OrderedDict()
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return self.identity.n_samples
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.directory)!r}, n={len(self)}, shards={len(self._headers)})"
+
+    @property
+    def config(self) -> PhysicsConfig:
+        """The physics configuration every instance was generated with."""
+        return self.identity.physics
+
+    @property
+    def seed(self) -> int:
+        """The set's base seed (instance seeds derive from it, see `instance_seed`)."""
+        return self.identity.seed
+
+    @property
+    def finalized(self) -> bool:
+        """Whether the manifest holds the shard table (checksums pinned by `manifest.finalize`)."""
+        return self.manifest["shards"] is not None
+
+    @property
+    def code_versions(self) -> list[str]:
+        """Distinct code versions that wrote the shards (more than one: mixed code, same config)."""
+        return sorted({h.code_version for h in self._headers})
+
+    def __getitem__(self, field: str) -> FieldView:
+        if field not in FIELDS:
+            raise KeyError(f"unknown field {field!r}; fields: {list(FIELDS)}")
+        return FieldView(self, field)
+
+    potential = property(lambda self: self["potential"], doc="V (eV), (n, grid, grid) float32")
+    n0 = property(lambda self: self["n0"], doc="non-interacting density (nm⁻²), (n, grid, grid) float32")
+    n_int = property(lambda self: self["n_int"], doc="interacting density (nm⁻²), (n, grid, grid) float32")
+    energy = property(lambda self: self["energy"], doc="many-body ground-state energy (eV), (n,) float64")
+    energy_nonint = property(lambda self: self["energy_nonint"], doc="Σ lowest spin-orbital energies (eV)")
+    instance_seeds = property(lambda self: self["seed"], doc="per-instance 64-bit seeds, (n,) uint64")
+
+    def iter_shards(self, fields: Sequence[str] = tuple(FIELDS)) -> Iterator[dict[str, Any]]:
+        """Whole shards in order as dicts of arrays plus 'start'/'stop': the streaming full pass."""
+        for header in self._headers:
+            f = self._file(header.path)
+            yield {"start": header.start, "stop": header.stop, **{k: f[k][...] for k in fields}}
+
+    def validate(self) -> ValidationReport:
+        """Re-read every shard and check dtypes, shapes, finiteness, h²·Σn = N, indices, seeds, checksums.
+
+        Raises DatasetError listing every problem (file and field named); returns a report otherwise.
+        """
+        t0 = time.perf_counter()
+        cfg = self.config
+        problems: list[str] = []
+        for header, shard in zip(self._headers, self.iter_shards(), strict=True):
+            problems += _check_values(header, shard, cfg, self.seed)
+            if len(problems) > _MAX_LISTED:
+                break
+        _raise(problems)
+        return ValidationReport(len(self), len(self._headers), time.perf_counter() - t0)
+
+    def read(self, field: str, key: Any) -> np.ndarray:
+        """Instances `key` (int, slice, integer array or boolean mask) of `field`."""
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            k = int(key) + n if key < 0 else int(key)
+            if not 0 <= k < n:
+                raise IndexError(f"index {key} out of range for {n} instances")
+            return self._gather(field, np.array([k]))[0]
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step == 1:
+                return self._read_range(field, start, max(start, stop))
+            return self._gather(field, np.arange(start, stop, step))
+        idx = np.asarray(key)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise IndexError(f"boolean mask has shape {idx.shape}, expected ({n},)")
+            idx = np.flatnonzero(idx)
+        if idx.dtype.kind not in "iu":
+            raise IndexError(f"instances must be selected by int, slice, int array or mask, got {key!r}")
+        idx = np.where(idx < 0, idx + n, idx)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"index out of range for {n} instances")
+        return self._gather(field, idx.astype(np.int64))
+
+    def _empty(self, field: str, count: int) -> np.ndarray:
+        spec, grid = FIELDS[field], self.config.grid
+        return np.empty((count, grid, grid) if spec.is_map else (count,), dtype=spec.dtype)
+
+    def _read_range(self, field: str, start: int, stop: int) -> np.ndarray:
+        out = self._empty(field, stop - start)
+        for header in self._headers:
+            lo, hi = max(start, header.start), min(stop, header.stop)
+            if lo < hi:
+                self._file(header.path)[field].read_direct(
+                    out, np.s_[lo - header.start:hi - header.start], np.s_[lo - start:hi - start])
+        return out
+
+    def _gather(self, field: str, idx: np.ndarray) -> np.ndarray:
+        out = self._empty(field, idx.size)
+        shard_of = np.searchsorted(self._starts, idx, side="right") - 1
+        for s in np.unique(shard_of):
+            header = self._headers[s]
+            where = np.flatnonzero(shard_of == s)
+            local, inverse = np.unique(idx[where] - header.start, return_inverse=True)
+            dset = self._file(header.path)[field]
+            span = local[-1] - local[0] + 1
+            block = dset[local[0]:local[-1] + 1][local - local[0]] if span <= 4 * local.size else dset[local]
+            out[where] = block[inverse]
+        return out
+
+    def _file(self, path: Path) -> h5py.File:
+        """An open handle from a small LRU cache (reopened after fork: h5py handles do not survive it)."""
+        if self._pid != os.getpid():
+            self._files, self._pid = OrderedDict(), os.getpid()
+        f = self._files.pop(path, None)
+        if f is None:
+            try:
+                f = h5py.File(path, "r", locking=False)
+            except OSError as err:
+                raise DatasetError(f"{path}: cannot open shard: {err}") from err
+            if len(self._files) >= _MAX_OPEN:
+                self._files.popitem(last=False)[1].close()
+        self._files[path] = f
+        return f
+
+    def close(self) -> None:
+        """Close the open shard files (views stay usable and reopen them on demand)."""
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_files"] = OrderedDict()
+        return state
+
+
+class FieldView:
+    """Lazy view of one field: `view[k]`, `view[a:b]`, `view[[i, j]]`, `view[mask]`, `np.asarray(view)`."""
+
+    def __init__(self, dataset: Dataset, field: str) -> None:
+        self._dataset, self.field = dataset, field
+        spec, grid = FIELDS[field], dataset.config.grid
+        self.dtype = np.dtype(spec.dtype)
+        self.unit = spec.unit
+        self.shape = (len(dataset), grid, grid) if spec.is_map else (len(dataset),)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._dataset.read(self.field, key)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self._dataset.read(self.field, slice(None))
+        return arr if dtype is None else arr.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"FieldView({self.field!r}, shape={self.shape}, dtype={self.dtype}, unit={self.unit!r})"
+
+
+def _check_values(header: ShardHeader, shard: dict[str, Any], cfg: PhysicsConfig, seed: int) -> list[str]:
+    """Value-level problems of one shard's arrays, each naming the file and field."""
+    name, problems = header.path, []
+    for field, spec in FIELDS.items():
+        arr = shard[field]
+        if arr.dtype != np.dtype(spec.dtype):
+            problems.append(f"{name}: field {field!r} has dtype {arr.dtype}, expected {spec.dtype}")
+        if digest(arr) != header.sha256.get(field):
+            problems.append(f"{name}: checksum mismatch in field {field!r} (sha256 of the data differs "
+                            "from the one recorded when the shard was written): corrupted shard")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int(np.flatnonzero((~np.isfinite(arr.reshape(len(arr), -1))).any(axis=1))[0])
+            problems.append(f"{name}: field {field!r} has non-finite values, first at instance "
+                            f"{header.start + bad}")
+    index = np.arange(header.start, header.stop)
+    if not np.array_equal(shard["index"], index):
+        problems.append(f"{name}: field 'index' is not {header.start}..{header.stop - 1}")
+    seeds = np.array([instance_seed(seed, k) for k in index], dtype=np.uint64)
+    if not np.array_equal(shard["seed"], seeds):
+        problems.append(f"{name}: field 'seed' does not match instance_seed(seed={seed}, k)")
+    for field in ("n0", "n_int"):
+        charge = shard[field].sum(axis=(1, 2), dtype=np.float64) * cfg.h_nm**2
+        bad = np.flatnonzero(~(np.abs(charge - cfg.n_electrons) <= CHARGE_RTOL * cfg.n_electrons))
+        if bad.size:
+            problems.append(f"{name}: field {field!r} integrates to {charge[bad[0]]:.7g} at instance "
+                            f"{header.start + bad[0]}, expected N={cfg.n_electrons} "
+                            f"({bad.size} instance(s) off)")
+    return problems
+
+
+def _compare_entry(recorded: dict[str, Any], actual: dict[str, Any], directory: Path) -> list[str]:
+    keys = ("file", "start", "stop", "count", "sha256")
+    differences = [k for k in keys if recorded.get(k) != actual.get(k)]
+    if not differences:
+        return []
+    fields = [f for f in FIELDS if recorded.get("sha256", {}).get(f) != actual["sha256"].get(f)]
+    return [f"{directory / actual['file']}: checksum mismatch with {MANIFEST} in {differences}"
+            + (f" (field(s) {fields})" if fields else "") + ": shard replaced or corrupted"]
+
+
+def _raise(problems: list[str]) -> None:
+    """Raise one DatasetError listing `problems` (one per line), if there are any."""
+    if len(problems) == 1:
+        raise DatasetError(problems[0])
+    if problems:
+        shown = problems[:_MAX_LISTED]
+        more = f"\n  ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        raise DatasetError(f"{len(problems)} problems:\n  " + "\n  ".join(shown) + more)

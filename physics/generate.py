@@ -1,0 +1,211 @@
+"""Hydra app `python -m physics.generate`: write a data set of ED-solved random potentials as shards.
+
+Each job creates (or checks) the manifest, skips the shards of its range that already exist, solves
+the missing instances on a spawn-context process pool (one BLAS thread per worker), writes each
+shard atomically as soon as it is complete and finalizes the manifest once the whole set exists.
+Rerunning the same command after a crash therefore completes exactly the missing shards. Many jobs
+(Hydra multirun, e.g. the submitit SLURM launcher over `part=range(0,P) parts=P`) fill one out_dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.utils import to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from physics import manifest
+from physics.config import ConfigError, PhysicsConfig
+from physics.instances import InstanceError
+from physics.manifest import Identity
+from physics.pool import solve_in_order
+from physics.shards import FIELDS, DatasetError, read_header, temporary_files, write_shard
+
+__all__ = ["Plan", "generate", "main", "physics_config", "plan_from_config", "select_shards"]
+
+log = logging.getLogger("physics.generate")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One job: the data set's identity, where it goes, which shards this job owns, how many workers."""
+
+    identity: Identity
+    out_dir: Path
+    shards: range
+    workers: int
+    config: dict[str, Any]  # resolved Hydra config, recorded in the manifest by the creating job
+
+
+def physics_config(values: Any) -> PhysicsConfig:
+    """PhysicsConfig from a (Hydra) mapping; integers given for float fields become floats.
+
+    `physics.length_nm=30` and `=30.0` must give the same data set identity and hash.
+    """
+    data = OmegaConf.to_container(values, resolve=True) if isinstance(values, DictConfig) else dict(values)
+    for f in dataclasses.fields(PhysicsConfig):
+        value = data.get(f.name)
+        if isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool):
+            data[f.name] = float(value)
+    return PhysicsConfig.from_mapping(data)
+
+
+def select_shards(n_shards: int, shards: str | None, part: int, parts: int) -> range:
+    """Shards of this job: the range `shards` ("start:stop", None = all), cut into `parts`
+    contiguous blocks, block number `part`."""
+    for name, value in (("part", part), ("parts", parts)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if parts < 1 or not 0 <= part < parts:
+        raise ConfigError(f"need parts >= 1 and 0 <= part < parts, got part={part}, parts={parts}")
+    selected = range(n_shards)
+    if shards is not None:
+        try:
+            start, stop = (int(x) if x.strip() else None for x in str(shards).split(":"))
+        except ValueError as err:
+            raise ConfigError(f"shards must look like 'start:stop' (shard numbers), got {shards!r}") from err
+        selected = range(n_shards)[slice(start, stop)]
+        if not selected or (stop is not None and stop > n_shards):
+            raise ConfigError(f"shards={shards!r} is not a non-empty range within the {n_shards} shards "
+                              "of this data set (n_samples / shard_size, rounded up)")
+    n = len(selected)
+    return selected[part * n // parts:(part + 1) * n // parts]
+
+
+def resolve_workers(workers: int | None) -> int:
+    """Worker processes: `workers`, or the CPUs this job may use (SLURM allocation or affinity)."""
+    if workers is None:
+        slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+        return int(slurm) if slurm else len(os.sched_getaffinity(0))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer or null (all cores), got {workers!r}")
+    return workers
+
+
+def plan_from_config(cfg: DictConfig) -> Plan:
+    """Validate the composed `conf/generate.yaml` and turn it into a Plan (ConfigError names the field)."""
+    identity = Identity(physics_config(cfg.physics), cfg.seed, cfg.n_samples, cfg.shard_size)
+    shards = select_shards(identity.n_shards, cfg.shards, cfg.part, cfg.parts)
+    return Plan(identity, Path(to_absolute_path(str(cfg.out_dir))), shards, resolve_workers(cfg.workers),
+                OmegaConf.to_container(cfg, resolve=True))
+
+
+def generate(plan: Plan, progress: bool | None = None) -> bool:
+    """Write the missing shards of `plan`; finalize the manifest if the set is complete; return that.
+
+    `progress`: tqdm bar (True) or one log line per shard (False); None picks the bar on a TTY.
+    """
+    identity, out = plan.identity, plan.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    made = manifest.create_or_check(out, identity, plan.config)
+    if made["code_version"] != manifest.code_version():
+        log.warning("%s was created by %s, this job runs %s", out / manifest.MANIFEST,
+                    made["code_version"], manifest.code_version())
+    todo = [s for s in plan.shards if not _complete(out, identity, s)]
+    n_todo = sum(len(range(*identity.shard_range(s))) for s in todo)
+    mine = f"shards {plan.shards.start}..{plan.shards.stop - 1}" if plan.shards else "no shards"
+    log.info("%s: %d instances in %d shards, this job: %s, %d to do (%d instances) on %d worker(s)",
+             out, identity.n_samples, identity.n_shards, mine, len(todo), n_todo, plan.workers)
+    if todo:
+        for s in todo:
+            for tmp in temporary_files(out, identity.shard_file(s)):
+                tmp.unlink(missing_ok=True)
+        _run(plan, todo, n_todo, sys.stderr.isatty() if progress is None else progress)
+    present = sum((out / identity.shard_file(s)).exists() for s in range(identity.n_shards))
+    if present < identity.n_shards:
+        log.info("%d of %d shards present; the other jobs (parts) complete the set", present,
+                 identity.n_shards)
+        return False
+    manifest.finalize(out)
+    log.info("data set complete: %d instances, manifest finalized: %s", identity.n_samples,
+             out / manifest.MANIFEST)
+    return True
+
+
+def _complete(out: Path, identity: Identity, shard: int) -> bool:
+    """Whether the shard file exists; an existing one must belong to this data set (else DatasetError)."""
+    path = out / identity.shard_file(shard)
+    if not path.exists():
+        return False
+    problems = manifest.check_header(read_header(path), identity, shard)
+    if problems:
+        raise DatasetError("; ".join(problems))
+    return True
+
+
+def _run(plan: Plan, todo: list[int], n_todo: int, bar: bool) -> None:
+    """Solve the instances of the `todo` shards on the pool and write each shard as it completes."""
+    identity, cfg = plan.identity, plan.identity.physics
+    ranges = [identity.shard_range(s) for s in todo]
+    instances = (k for start, stop in ranges for k in range(start, stop))
+    meter = _Meter(n_todo, len(todo), bar)
+    with meter, contextlib.closing(solve_in_order(instances, cfg, identity.seed, plan.workers)) as results:
+        for start, stop in ranges:
+            arrays = {name: np.empty((stop - start, cfg.grid, cfg.grid) if f.is_map else (stop - start,),
+                                     dtype=f.dtype) for name, f in FIELDS.items()}
+            for i in range(stop - start):
+                row = next(results)
+                for name in FIELDS:
+                    arrays[name][i] = row[name]
+                meter.instance()
+            path = write_shard(plan.out_dir, start, stop, arrays,
+                               {"identity": manifest.canonical_json(identity.to_dict()),
+                                "code_version": manifest.code_version()})
+            meter.shard(path.name, stop - start)
+
+
+class _Meter:
+    """Progress: a tqdm bar (instances/s, ETA) on a TTY, else one log line per shard."""
+
+    def __init__(self, total: int, n_shards: int, bar: bool) -> None:
+        self.total, self.n_shards, self.done, self.shards = total, n_shards, 0, 0
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=total, unit="inst", dynamic_ncols=True, file=sys.stderr) if bar else None
+
+    def instance(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def shard(self, name: str, count: int) -> None:
+        self.shards += 1
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        eta = timedelta(seconds=round((self.total - self.done) / rate))
+        (log.debug if self.bar is not None else log.info)(
+            "shard %d/%d %s (%d instances) written: %d/%d instances, %.1f inst/s, ETA %s",
+            self.shards, self.n_shards, name, count, self.done, self.total, rate, eta)
+
+    def __enter__(self) -> _Meter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elapsed = time.perf_counter() - self.t0
+        log.info("%d instances in %.1f s (%.1f inst/s)", self.done, elapsed, self.done / max(elapsed, 1e-9))
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="generate")
+def main(cfg: DictConfig) -> None:
+    """Entry point: compose, plan, generate; configuration and data-set errors end in one line."""
+    try:
+        generate(plan_from_config(cfg))
+    except (ConfigError, DatasetError, InstanceError) as err:
+        print(f"physics.generate: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""The data set's identity and its `manifest.json`: created once atomically, finalized with a shard table.
+
+The identity (format, physics config, seed, n_samples, shard_size) determines every array of the
+set; jobs writing into one directory must agree on it. The manifest is created with a hard link
+(atomic create-if-absent, also on NFS), so of several jobs starting at once exactly one creates it
+and the others compare against it. `finalize` (re)collects the per-shard counts and checksums into
+the manifest once all shards exist; it is deterministic, so concurrent finalizers write the same bytes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from physics.config import ConfigError, PhysicsConfig
+from physics.shards import (
+    FIELDS,
+    FORMAT,
+    DatasetError,
+    ShardHeader,
+    atomic_write_bytes,
+    fsync_dir,
+    read_header,
+    shard_name,
+    shard_range,
+)
+
+__all__ = [
+    "MANIFEST",
+    "Identity",
+    "canonical_json",
+    "check_header",
+    "code_version",
+    "create_or_check",
+    "diff",
+    "finalize",
+    "load",
+]
+
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Everything the arrays of a data set depend on; instance k lives in shard k // shard_size."""
+
+    physics: PhysicsConfig
+    seed: int
+    n_samples: int
+    shard_size: int
+
+    def __post_init__(self) -> None:
+        for name in ("n_samples", "shard_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.n_samples >= 10**9:
+            raise ConfigError(f"n_samples={self.n_samples} must be below 10^9 (shard names have 9 digits)")
+
+    @property
+    def n_shards(self) -> int:
+        return -(-self.n_samples // self.shard_size)
+
+    def shard_range(self, shard: int) -> tuple[int, int]:
+        """Instance range [start, stop) of shard number `shard`."""
+        return shard_range(shard, self.shard_size, self.n_samples)
+
+    def shard_file(self, shard: int) -> str:
+        return shard_name(*self.shard_range(shard))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "physics": self.physics.to_dict(), "seed": self.seed,
+                "n_samples": self.n_samples, "shard_size": self.shard_size}
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the canonical JSON of `to_dict()`."""
+        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> Identity:
+        """Rebuild from `to_dict()` output; DatasetError names `source` and the bad field."""
+        if data.get("format") != FORMAT:
+            raise DatasetError(f"{source}: field 'format' is {data.get('format')!r}, expected {FORMAT!r}")
+        try:
+            return cls(PhysicsConfig.from_mapping(data["physics"]), data["seed"], data["n_samples"],
+                       data["shard_size"])
+        except KeyError as err:
+            raise DatasetError(f"{source}: identity lacks field {err}") from err
+        except (ConfigError, TypeError) as err:
+            raise DatasetError(f"{source}: invalid identity: {err}") from err
+
+
+def diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) for every leaf where two nested dicts differ."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff(a, b, f"{prefix}{key}.")
+        elif a != b or type(a) is not type(b):
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def describe(differences: list[tuple[str, Any, Any]], old: str, new: str) -> str:
+    return "; ".join(f"{k}: {old} {a!r}, {new} {b!r}" for k, a, b in differences)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """'qdgan <version> git <commit>[+dirty]' of the checkout this module runs from."""
+    try:
+        version = importlib.metadata.version("qdgan")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        git = ["git", "-C", str(root)]
+        commit = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"qdgan {version}"
+    return f"qdgan {version} git {commit}{'+dirty' if dirty else ''}"
+
+
+def create_or_check(directory: Path, identity: Identity, generate_config: dict[str, Any]) -> dict[str, Any]:
+    """Create `directory/manifest.json` for `identity`, or check that the existing one matches it.
+
+    Concurrent creators cannot overwrite each other (see `_create_exclusive`); exactly one wins and
+    the others compare. A mismatch raises DatasetError naming every differing field.
+    """
+    path = directory / MANIFEST
+    manifest = {
+        "format": FORMAT,
+        "identity": identity.to_dict(),
+        "config_hash": identity.hash,
+        "code_version": code_version(),
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "generate_config": generate_config,
+        "fields": {name: {"dtype": f.dtype, "unit": f.unit,
+                          "shape": [identity.physics.grid] * 2 if f.is_map else []}
+                   for name, f in FIELDS.items()},
+        "shards": None,
+    }
+    if not path.exists() and _create_exclusive(path, (json.dumps(manifest, indent=1) + "\n").encode()):
+        return manifest
+    existing = _load_settled(directory)
+    differences = diff(existing["identity"], identity.to_dict())
+    if differences:
+        raise DatasetError(
+            f"{path} was written for a different data set; differing field(s): "
+            f"{describe(differences, 'existing', 'requested')}. Use another out_dir or the same config.")
+    return existing
+
+
+def _create_exclusive(path: Path, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists; False if another writer was first.
+
+    A complete temporary file is hard-linked to the final name (atomic, fails if the name exists).
+    Where hard links are unsupported, O_EXCL creation is the fallback (then a racing reader may see
+    a partial file for a moment, which `_load_settled` waits out).
+    """
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # no hard links on this file system
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+    return True
+
+
+def _load_settled(directory: Path, wait_s: float = 10.0) -> dict[str, Any]:
+    """`load`, retried for a few seconds while a concurrent O_EXCL creator may still be writing."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return load(directory)
+        except DatasetError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def load(directory: Path) -> dict[str, Any]:
+    """The parsed manifest of `directory`; DatasetError if the directory or manifest is missing or bad."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DatasetError(f"data set directory {directory} does not exist or is not a directory")
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise DatasetError(f"{path} is missing: {directory} is not a data set written by "
+                           "physics.generate (or its first job never started)") from err
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path} is unreadable or not valid JSON: {err}") from err
+    for key in ("format", "identity", "config_hash", "shards"):
+        if key not in manifest:
+            raise DatasetError(f"{path}: manifest lacks field {key!r}")
+    Identity.from_dict(manifest["identity"], str(path))
+    return manifest
+
+
+def check_header(header: ShardHeader, identity: Identity, shard: int) -> list[str]:
+    """Problems (each naming the file and field) of a shard header against the set's identity."""
+    name = header.path
+    start, stop = identity.shard_range(shard)
+    problems = []
+    differences = diff(identity.to_dict(), header.identity)
+    if differences:
+        problems.append(f"{name}: mixed configs, shard differs from {MANIFEST} in "
+                        f"{describe(differences, 'manifest', 'shard')}")
+    if (header.start, header.stop) != (start, stop):
+        problems.append(f"{name}: attributes start/stop = {header.start}/{header.stop}, expected "
+                        f"{start}/{stop}")
+    grid = identity.physics.grid
+    for field, spec in FIELDS.items():
+        shape = (stop - start, grid, grid) if spec.is_map else (stop - start,)
+        if header.shapes[field] != shape:
+            problems.append(f"{name}: field {field!r} has shape {header.shapes[field]}, "
+                            f"expected {shape}")
+        if header.dtypes[field] != spec.dtype:
+            problems.append(f"{name}: field {field!r} has dtype {header.dtypes[field]}, "
+                            f"expected {spec.dtype}")
+        if field not in header.sha256:
+            problems.append(f"{name}: no checksum for field {field!r}")
+    return problems
+
+
+def shard_entry(header: ShardHeader) -> dict[str, Any]:
+    """The manifest's record of one shard."""
+    return {"file": header.path.name, "start": header.start, "stop": header.stop,
+            "count": header.stop - header.start, "sha256": header.sha256,
+            "code_version": header.code_version}
+
+
+def finalize(directory: Path) -> dict[str, Any]:
+    """Collect every shard's count and checksums into the manifest (atomic replace, idempotent).
+
+    Requires all shards to exist and to agree with the manifest's identity (headers only; the
+    arrays are re-hashed by `Dataset.validate`). Leaves the manifest untouched if already final.
+    """
+    directory = Path(directory)
+    manifest = load(directory)
+    identity = Identity.from_dict(manifest["identity"], str(directory / MANIFEST))
+    missing = [identity.shard_file(s) for s in range(identity.n_shards)
+               if not (directory / identity.shard_file(s)).exists()]
+    if missing:
+        raise DatasetError(f"{directory}: cannot finalize, {len(missing)} shard(s) missing, e.g. "
+                           f"{missing[:3]}; rerun physics.generate with the same config")
+    table, problems = [], []
+    for s in range(identity.n_shards):
+        header = read_header(directory / identity.shard_file(s))
+        problems += check_header(header, identity, s)
+        table.append(shard_entry(header))
+    if problems:
+        raise DatasetError("; ".join(problems))
+    if manifest["shards"] != table:
+        manifest["shards"] = table
+        atomic_write_bytes(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
+    return manifest
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,215 @@
+"""On-disk shard format of a data set: names, fields, checksums, atomic writes, header reads.
+
+A shard is one HDF5 file `shard-<start>-<stop>.h5` holding instances [start, stop) of the set.
+It is written under a hidden temporary name, fsynced and renamed, so a file with a shard name is
+always complete; the rename is the shard's only commit point. Every dataset carries a SHA-256 of
+its content, computed from the arrays in memory before writing, so later corruption is detected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FIELDS",
+    "FORMAT",
+    "DatasetError",
+    "Field",
+    "ShardHeader",
+    "atomic_write_bytes",
+    "digest",
+    "fsync_dir",
+    "is_temporary",
+    "parse_name",
+    "read_header",
+    "shard_name",
+    "shard_range",
+    "temporary_files",
+    "write_shard",
+]
+
+FORMAT = "qdgan-dataset/1"
+"""Format tag stored in the manifest and in every shard; bump it when the layout changes."""
+
+
+class DatasetError(Exception):
+    """A data set on disk is missing, incomplete, corrupted or inconsistent; the message names the
+    file and the field."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One per-instance array: dtype on disk, whether it is a (grid, grid) map, unit."""
+
+    dtype: str
+    is_map: bool
+    unit: str
+
+
+FIELDS: dict[str, Field] = {
+    "potential": Field("float32", True, "eV"),
+    "n0": Field("float32", True, "nm^-2"),
+    "n_int": Field("float32", True, "nm^-2"),
+    "energy": Field("float64", False, "eV"),
+    "energy_nonint": Field("float64", False, "eV"),
+    "index": Field("int64", False, ""),
+    "seed": Field("uint64", False, ""),
+}
+"""Maps are float32 (7 significant digits, ample for images and ∫n = N to 1e-6); energies float64;
+`index` is the instance's position k in the set, `seed` its own 64-bit seed (see generate.py)."""
+
+_NAME = re.compile(r"^shard-(\d+)-(\d+)\.h5$")
+
+
+def shard_name(start: int, stop: int) -> str:
+    """File name of the shard holding instances [start, stop)."""
+    return f"shard-{start:09d}-{stop:09d}.h5"
+
+
+def shard_range(shard: int, shard_size: int, n_samples: int) -> tuple[int, int]:
+    """Instance range [start, stop) of shard number `shard`."""
+    start = shard * shard_size
+    return start, min(start + shard_size, n_samples)
+
+
+def parse_name(name: str) -> tuple[int, int] | None:
+    """(start, stop) encoded in a shard file name, or None if `name` is not a shard name."""
+    match = _NAME.match(name)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def is_temporary(name: str) -> bool:
+    """True for the hidden names shards (and manifests) are written under before their rename."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def temporary_files(directory: Path, final_name: str) -> list[Path]:
+    """Leftover temporary files of `final_name` in `directory` (from writers that died)."""
+    return sorted(directory.glob(f".{final_name}.*.tmp"))
+
+
+def digest(array: np.ndarray) -> str:
+    """SHA-256 of an array's dtype, shape and C-order bytes (hex); the per-field shard checksum."""
+    arr = np.ascontiguousarray(array)
+    h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
+    h.update(memoryview(arr).cast("B"))
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a fsynced temporary file and an atomic rename."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in `directory` durable (no-op where directories cannot be fsynced)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_shard(directory: Path, start: int, stop: int, arrays: Mapping[str, np.ndarray],
+                attrs: Mapping[str, Any]) -> Path:
+    """Write instances [start, stop) atomically as `directory/shard_name(start, stop)`.
+
+    `arrays` holds every field of FIELDS with leading length stop − start; they are cast to the
+    on-disk dtype, checksummed, written under a temporary name, fsynced and renamed. `attrs`
+    (identity JSON, code version) are stored as file attributes next to the checksums.
+    """
+    n = stop - start
+    data = {}
+    for name, spec in FIELDS.items():
+        arr = np.ascontiguousarray(arrays[name], dtype=spec.dtype)
+        if arr.shape[:1] != (n,):
+            raise ValueError(f"field {name!r} has {arr.shape[:1]} instances, expected {n}")
+        data[name] = arr
+    final = directory / shard_name(start, stop)
+    tmp = directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        with h5py.File(tmp, "w", locking=False) as f:
+            for name, arr in data.items():
+                dset = f.create_dataset(name, data=arr)
+                dset.attrs["unit"] = FIELDS[name].unit
+            f.attrs["format"] = FORMAT
+            f.attrs["start"] = start
+            f.attrs["stop"] = stop
+            f.attrs["sha256"] = json.dumps({k: digest(v) for k, v in data.items()}, sort_keys=True)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(directory)
+    return final
+
+
+@dataclass(frozen=True)
+class ShardHeader:
+    """What a shard says about itself without reading its arrays."""
+
+    path: Path
+    start: int
+    stop: int
+    identity: dict[str, Any]
+    code_version: str
+    sha256: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, str]
+
+
+def read_header(path: Path) -> ShardHeader:
+    """Read a shard's attributes and dataset shapes; DatasetError names the file and what is wrong.
+
+    Catches truncated or otherwise unreadable HDF5 files, missing fields and missing attributes.
+    """
+    try:
+        with h5py.File(path, "r", locking=False) as f:
+            missing = sorted(set(FIELDS) - set(f.keys()))
+            if missing:
+                raise DatasetError(f"{path}: shard lacks field(s) {missing}")
+            attrs = dict(f.attrs)
+            shapes = {k: tuple(f[k].shape) for k in FIELDS}
+            dtypes = {k: f[k].dtype.name for k in FIELDS}
+    except DatasetError:
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise DatasetError(f"{path}: not a readable HDF5 shard (truncated or corrupted?): {err}") from err
+    for key in ("format", "start", "stop", "identity", "code_version", "sha256"):
+        if key not in attrs:
+            raise DatasetError(f"{path}: shard lacks attribute {key!r} (not written by physics.generate?)")
+    if attrs["format"] != FORMAT:
+        raise DatasetError(f"{path}: attribute 'format' is {attrs['format']!r}, expected {FORMAT!r}")
+    try:
+        identity = json.loads(attrs["identity"])
+        sha = json.loads(attrs["sha256"])
+    except (TypeError, ValueError) as err:
+        raise DatasetError(f"{path}: attribute 'identity' or 'sha256' is not valid JSON: {err}") from err
+    return ShardHeader(path, int(attrs["start"]), int(attrs["stop"]), identity,
+                       str(attrs["code_version"]), sha, shapes, dtypes)
