@@ -24,6 +24,17 @@ from qdgan.datamodule import DataStats, from_unit_range, to_unit_range
 GAN_MODES = ("vanilla", "lsgan")
 
 
+def _adam(net: nn.Module, lr: float, betas: Any, fused: bool) -> torch.optim.Adam:
+    """Adam; the fused kernel (torch ≥ 2.4 on CPU, any CUDA) saves ~25 % per step at small widths."""
+    params = list(net.parameters())
+    if fused:
+        try:
+            return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass  # older torch or unsupported device: the default (foreach) implementation
+    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
+
+
 class Pix2Pix(L.LightningModule):
     """cGAN + λ·L1 for one mapping (eq. 10); networks built from their Hydra configs."""
 
@@ -41,6 +52,9 @@ class Pix2Pix(L.LightningModule):
         max_steps: int = 0,
         eval_dropout: bool = False,
         channels_last: bool = False,
+        compile: bool = False,
+        fused_adam: bool = True,
+        log_every_n_steps: int = 10,
         mapping: str = "",
         input_name: str = "",
         target_name: str = "",
@@ -66,6 +80,10 @@ class Pix2Pix(L.LightningModule):
         if channels_last:
             self.to(memory_format=torch.channels_last)
         self._val: dict[str, Any] = {}  # per-epoch accumulators (plain dict: not submodules)
+        # torch.compile'd callables live outside the module tree, so state_dict keys stay unchanged.
+        self._nets: dict[str, Any] = {"g": self.generator, "d": self.discriminator}
+        if compile:
+            self._nets = {k: torch.compile(v) if v is not None else None for k, v in self._nets.items()}
 
     # --- data statistics -------------------------------------------------------------------------
 
@@ -98,7 +116,7 @@ class Pix2Pix(L.LightningModule):
         """G(α) on scaled inputs (B, 1, H, W) → scaled outputs in [−1, 1]."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.generator(x)
+        return self._nets["g"](x)
 
     @torch.no_grad()
     def predict_physical(self, inputs: Tensor) -> Tensor:
@@ -131,13 +149,14 @@ class Pix2Pix(L.LightningModule):
         fake = self(x)
         logs: dict[str, Tensor] = {}
         if self.discriminator is not None:
-            d_real = self.discriminator(x, y)
-            d_fake = self.discriminator(x, fake.detach())
+            disc = self._nets["d"]
+            d_real = disc(x, y)
+            d_fake = disc(x, fake.detach())
             loss_d = 0.5 * (self._adversarial(d_real, True) + self._adversarial(d_fake, False))
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss_d)
             opt_d.step()
-            loss_g_adv = self._adversarial(self.discriminator(x, fake), True)
+            loss_g_adv = self._adversarial(disc(x, fake), True)
             logs |= {"train/loss_d": loss_d.detach(), "train/loss_g_gan": loss_g_adv.detach(),
                      "train/d_real": torch.sigmoid(d_real).mean().detach(),
                      "train/d_fake": torch.sigmoid(d_fake).mean().detach()}
@@ -151,10 +170,10 @@ class Pix2Pix(L.LightningModule):
         self.generator_steps += 1
         for sched in self._schedulers():
             sched.step()
-        logs |= {"train/loss_g": loss_g.detach(), "train/loss_l1": loss_l1.detach()}
-        self.log_dict(logs, prog_bar=False, on_step=True, on_epoch=False, batch_size=x.shape[0])
-        self.log("g_step", self.generator_steps.float(), on_step=True, on_epoch=False, prog_bar=True,
-                 batch_size=x.shape[0])
+        if int(self.generator_steps) % hp.log_every_n_steps == 0:  # self.log costs ~0.1 ms per value
+            logs |= {"train/loss_g": loss_g.detach(), "train/loss_l1": loss_l1.detach(),
+                     "g_step": self.generator_steps.float()}
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
 
     def _schedulers(self) -> list[Any]:
         scheds = self.lr_schedulers()
@@ -164,10 +183,9 @@ class Pix2Pix(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp.lr_g, betas=tuple(hp.betas))
-        opts = [opt_g]
+        opts = [_adam(self.generator, hp.lr_g, hp.betas, hp.fused_adam)]
         if self.discriminator is not None:
-            opts.append(torch.optim.Adam(self.discriminator.parameters(), lr=hp.lr_d, betas=tuple(hp.betas)))
+            opts.append(_adam(self.discriminator, hp.lr_d, hp.betas, hp.fused_adam))
         if hp.lr_decay_start >= 1.0 or hp.max_steps <= 0:
             return opts
         # pix2pix schedule: constant, then linear decay to 0 over the last (1 − start) of training.
