@@ -74,7 +74,7 @@ def plot_examples(ds: Dataset, indices: Sequence[int], path: Path) -> None:
     idx = np.asarray(indices, dtype=np.int64)
     maps = {name: ds[name][idx] for name in MAPS}
     e, e0 = ds.energy[idx], ds.energy_nonint[idx]
-    fig = Figure(figsize=(11, 3.1 * len(idx)), layout="constrained")
+    fig = Figure(figsize=(12, 3.1 * len(idx)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(idx), 3))
     for row, k in enumerate(idx):
         titles = (f"#{k}: V", f"#{k}: n₀ (E₀ = {e0[row]:.4f} eV)", f"#{k}: n_int (E = {e[row]:.4f} eV)")

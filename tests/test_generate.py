@@ -92,6 +92,14 @@ def test_instances_are_identical_across_worker_counts_and_shard_sizes(tmp_path: 
         assert np.array_equal(ds.potential[k], v.astype(np.float32))
 
 
+def test_paper_size_instances_are_identical_across_worker_counts(tmp_path: Path) -> None:
+    """The paper's 64² grid takes the Davidson and FFT paths the tiny config does not."""
+    identity = Identity(PhysicsConfig(), 7, 6, 4)
+    generate(Plan(identity, tmp_path / "a", range(2), 1, {}), progress=False)
+    generate(Plan(Identity(PhysicsConfig(), 7, 6, 3), tmp_path / "b", range(2), 2, {}), progress=False)
+    _assert_identical(tmp_path / "a", tmp_path / "b")
+
+
 def test_rerun_of_a_complete_set_changes_nothing(tmp_path: Path) -> None:
     plan = _plan(tmp_path, 12, 5)
     generate(plan, progress=False)
@@ -237,6 +245,18 @@ def test_hydra_multirun_with_joblib_fills_one_directory(tmp_path: Path) -> None:
     assert manifest.load(out)["shards"] is not None
     generate(_plan(tmp_path / "reference", 45, 4), progress=False)
     _assert_identical(out, tmp_path / "reference")
+
+
+def test_multirun_through_submitit_local_executor(tmp_path: Path) -> None:
+    """The submitit launcher's local executor: the same pickling and job path as on SLURM."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    out = tmp_path / "submitit"
+    cmd = [sys.executable, "-m", "physics.generate", "-m", "hydra/launcher=submitit_local",
+           "hydra.launcher.timeout_min=5", f"out_dir={out}", "n_samples=20", "shard_size=4", "workers=1",
+           "parts=2", "part=range(0,2)", f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY_OVERRIDES]
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    _assert_identical(out, _generate_reference(tmp_path, 20, 4))
 
 
 def test_shard_range_jobs_with_the_basic_launcher(tmp_path: Path) -> None:
