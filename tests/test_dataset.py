@@ -111,10 +111,12 @@ def test_extra_shards_are_named(copy: Path) -> None:
         open_dataset(copy)
 
 
-def test_truncated_shard_is_named(copy: Path) -> None:
-    path = copy / shard_name(7, 14)
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(DatasetError, match=r"shard-000000007-000000014\.h5: not a readable HDF5 shard"):
+def test_truncated_shards_are_all_named(copy: Path) -> None:
+    for start, stop in ((7, 14), (28, 30)):
+        path = copy / shard_name(start, stop)
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DatasetError, match=r"2 problems:\n.*shard-000000007-000000014\.h5: not a readable HDF5 "
+                                           r"shard[\s\S]*shard-000000028-000000030\.h5: not a readable"):
         open_dataset(copy)
 
 

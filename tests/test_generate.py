@@ -241,7 +241,8 @@ def test_hydra_multirun_with_joblib_fills_one_directory(tmp_path: Path) -> None:
            f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY_OVERRIDES]
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["part0", "part1", "part2"]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["job0-part0", "job1-part1", "job2-part2"]
     assert manifest.load(out)["shards"] is not None
     generate(_plan(tmp_path / "reference", 45, 4), progress=False)
     _assert_identical(out, tmp_path / "reference")
