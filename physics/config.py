@@ -95,12 +95,19 @@ class PhysicsConfig:
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> PhysicsConfig:
-        """Build from a plain or OmegaConf mapping, rejecting unknown fields by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        """Build from a plain or OmegaConf mapping, rejecting unknown fields by name.
+
+        Integers given for float fields become floats, so `length_nm=30` and `30.0` are one config
+        (equal, with equal data-set hashes).
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls)}
         data = {k: v for k, v in dict(values).items() if k != "_target_"}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - set(fields))
         if unknown:
-            raise ConfigError(f"PhysicsConfig has no field(s) {unknown}; known fields: {sorted(known)}")
+            raise ConfigError(f"PhysicsConfig has no field(s) {unknown}; known fields: {sorted(fields)}")
+        for name, value in data.items():
+            if isinstance(fields[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
+                data[name] = float(value)
         return cls(**data)
 
 

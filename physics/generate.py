@@ -10,7 +10,6 @@ Rerunning the same command after a crash therefore completes exactly the missing
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import sys
@@ -50,15 +49,8 @@ class Plan:
 
 
 def physics_config(values: Any) -> PhysicsConfig:
-    """PhysicsConfig from a (Hydra) mapping; integers given for float fields become floats.
-
-    `physics.length_nm=30` and `=30.0` must give the same data set identity and hash.
-    """
+    """PhysicsConfig from a (Hydra) mapping (`physics.length_nm=30` and `=30.0` are the same config)."""
     data = OmegaConf.to_container(values, resolve=True) if isinstance(values, DictConfig) else dict(values)
-    for f in dataclasses.fields(PhysicsConfig):
-        value = data.get(f.name)
-        if isinstance(f.default, float) and isinstance(value, int) and not isinstance(value, bool):
-            data[f.name] = float(value)
     return PhysicsConfig.from_mapping(data)
 
 

@@ -12,6 +12,7 @@ file I/O and no per-sample Python.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -154,19 +155,22 @@ class EDDataModule(L.LightningDataModule):
     # --- data ------------------------------------------------------------------------------------
 
     def prepare_data(self) -> None:
-        """Generate the data set through `physics.generate` when `path` holds none (rank 0 only)."""
-        if (self.path / "manifest.json").exists():
+        """Generate the data set through `physics.generate` when `path` holds none, or complete one whose
+        generation was interrupted (manifest not finalized); a finished set is used as it is (rank 0 only)."""
+        manifest = self.path / "manifest.json"
+        complete = manifest.exists() and json.loads(manifest.read_text()).get("shards") is not None
+        if complete:
             return
         if self.generate_cfg is None:
-            raise FileNotFoundError(f"data.path={self.path}: no data set there (no manifest.json) and "
-                                    "data.generate is null; run python -m physics.generate first")
+            raise FileNotFoundError(f"data.path={self.path}: no complete data set there and data.generate is "
+                                    "null; run python -m physics.generate first")
         from physics.generate import generate, plan_from_config
 
         gen = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(self.generate_cfg), resolve=True))
         gen.out_dir = str(self.path)
         gen.physics = self.physics.to_dict()
-        print(f"No data set at {self.path}: generating {gen.n_samples} instances with physics.generate "
-              f"(seed {gen.seed}); later runs reuse it.", flush=True)
+        print(f"No complete data set at {self.path}: generating {gen.n_samples} instances with physics.generate "
+              f"(seed {gen.seed}; an interrupted set is completed); later runs reuse it.", flush=True)
         generate(plan_from_config(gen))
 
     def setup(self, stage: str | None = None) -> None:
