@@ -109,3 +109,52 @@ def ssim_evolution(history: dict[str, Any], path: str | Path) -> Path:
         ax.set_xlabel("generator step")
         hist.set_xlabel("count")
     return _save(fig, path)
+
+
+def prediction_panels(inputs: np.ndarray, preds: np.ndarray, input_name: str, target_name: str,
+                      length_nm: float, path: str | Path, labels: Sequence[str] | None = None) -> Path:
+    """Rows of (input α, generated β̃) when no reference β is known (`qdgan.predict` without verify)."""
+    n = len(inputs)
+    fig, axes = plt.subplots(n, 2, figsize=(6.8, 2.9 * n), squeeze=False)
+    for i in range(n):
+        tag = f"{labels[i]}: " if labels else ""
+        _imshow(axes[i, 0], inputs[i], length_nm, CMAPS.get(input_name, "viridis"),
+                f"{tag}input {LABELS.get(input_name, input_name)}", UNITS.get(input_name, ""))
+        _imshow(axes[i, 1], preds[i], length_nm, CMAPS.get(target_name, "viridis"),
+                f"generated {LABELS.get(target_name, target_name)}~", UNITS.get(target_name, ""))
+    return _save(fig, path)
+
+
+def inversion_panels(densities: np.ndarray, generated: np.ndarray, recomputed: np.ndarray, length_nm: float,
+                     path: str | Path, potentials: np.ndarray | None = None, density_name: str = "n_int",
+                     labels: Sequence[str] | None = None) -> Path:
+    """Fig. 6 rows: (V,) n_int, Ṽ = G(n_int), n_int^(r) = ED(Ṽ), (|V − Ṽ|,) |n_int − n_int^(r)|.
+
+    V and Ṽ share one colour scale, n_int and n_int^(r) another; V and |V − Ṽ| only when V is known.
+    """
+    n = len(densities)
+    cols = 4 + 2 * (potentials is not None)
+    fig, axes = plt.subplots(n, cols, figsize=(3.25 * cols, 2.9 * n), squeeze=False)
+    d = {"n_int": "n_{int}", "n0": "n_0"}.get(density_name, density_name)
+    v_unit, n_unit = UNITS["potential"], UNITS.get(density_name, "")
+    for i in range(n):
+        tag = f"{labels[i]}: " if labels else ""
+        row = list(axes[i])
+        v_lo, v_hi = float(generated[i].min()), float(generated[i].max())
+        if potentials is not None:
+            v_lo, v_hi = min(v_lo, float(potentials[i].min())), max(v_hi, float(potentials[i].max()))
+            _imshow(row.pop(0), potentials[i], length_nm, CMAPS["potential"], f"{tag}$V$", v_unit, v_lo, v_hi)
+        n_lo = min(float(densities[i].min()), float(recomputed[i].min()))
+        n_hi = max(float(densities[i].max()), float(recomputed[i].max()))
+        _imshow(row.pop(0), densities[i], length_nm, CMAPS.get(density_name, "inferno"),
+                f"{'' if potentials is not None else tag}input ${d}$", n_unit, n_lo, n_hi)
+        _imshow(row.pop(0), generated[i], length_nm, CMAPS["potential"], r"generated $\tilde{V}$", v_unit,
+                v_lo, v_hi)
+        _imshow(row.pop(0), recomputed[i], length_nm, CMAPS.get(density_name, "inferno"),
+                rf"${d}^{{(r)}}$ = ED($\tilde{{V}}$)", n_unit, n_lo, n_hi)
+        if potentials is not None:
+            _imshow(row.pop(0), np.abs(potentials[i] - generated[i]), length_nm, "magma", r"$|V - \tilde{V}|$",
+                    v_unit)
+        _imshow(row.pop(0), np.abs(densities[i] - recomputed[i]), length_nm, "magma", f"$|{d} - {d}^{{(r)}}|$",
+                n_unit)
+    return _save(fig, path)

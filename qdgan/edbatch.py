@@ -1,0 +1,130 @@
+"""ED ground states of a batch of given potentials (paper §III.1), in order, on a process pool.
+
+The verification loops (predict `verify=true`, invert's n_int^(r) of Ṽ) call `physics.ed.solve` on
+every map. As in `physics.pool`, workers start through 'spawn' with one BLAS thread each, so every
+instance runs the same single-threaded code whatever the worker count (also workers=1: in this
+process torch's and BLAS's thread pools would compete and distort the ED time we report).
+Kept free of torch: spawned workers import only this module, numpy and physics.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from physics.config import PhysicsConfig
+from physics.ed import solve
+from physics.pool import ONE_BLAS_THREAD
+
+_job: dict[str, Any] = {}
+
+
+class EDError(RuntimeError):
+    """ED failed on one instance of the batch; the message names it."""
+
+
+@dataclass(frozen=True)
+class EDBatch:
+    """Ground states of n potentials: densities (nm⁻²), energies (eV) and the time they took."""
+
+    n0: np.ndarray  # (n, grid, grid) float32
+    n_int: np.ndarray  # (n, grid, grid) float32
+    energy: np.ndarray  # (n,) float64, many-body ground-state energy
+    solve_seconds: np.ndarray  # (n,) time of each `solve` call inside its process
+    wall_seconds: float  # the whole batch, pool start-up included
+    workers: int
+
+    @property
+    def per_second(self) -> float:
+        """Instances per second of wall-clock time."""
+        return len(self.energy) / max(self.wall_seconds, 1e-12)
+
+
+def resolve_workers(workers: int | None, n: int) -> int:
+    """`workers`, or the cores this process may use when None; never more than the n instances."""
+    if workers is None:
+        workers = len(os.sched_getaffinity(0))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"ed.workers={workers!r}: expected a positive integer or null (all cores)")
+    return max(1, min(workers, n))
+
+
+def solve_all(potentials: np.ndarray, cfg: PhysicsConfig, workers: int | None = None,
+              progress: bool | None = None, labels: list[str] | None = None) -> EDBatch:
+    """`solve(V_i, cfg)` for each (grid, grid) map V_i (eV) of `potentials`, in order.
+
+    `progress`: tqdm bar (None: on a terminal). Raises EDError naming the instance that failed.
+    """
+    n = len(potentials)
+    workers = resolve_workers(workers, n)
+    labels = labels or [f"instance {i}" for i in range(n)]
+    out = {"n0": np.empty(potentials.shape, np.float32), "n_int": np.empty(potentials.shape, np.float32),
+           "energy": np.empty(n), "seconds": np.empty(n)}
+    bar = tqdm(total=n, unit="ED", desc="ED", dynamic_ncols=True, file=sys.stderr,
+               disable=(not sys.stderr.isatty()) if progress is None else not progress)
+    t0 = time.perf_counter()
+    with bar:
+        for i, row in enumerate(_results(potentials, cfg, workers, labels)):
+            for key in out:
+                out[key][i] = row[key]
+            bar.update(1)
+    return EDBatch(out["n0"], out["n_int"], out["energy"], out["seconds"], time.perf_counter() - t0, workers)
+
+
+def _results(potentials: np.ndarray, cfg: PhysicsConfig, workers: int, labels: list[str]):
+    jobs = ((v, label) for v, label in zip(potentials, labels, strict=True))
+    if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
+        mp.set_start_method("spawn", force=True)  # in a loky worker (Hydra joblib launcher), as physics.pool
+    saved = {k: os.environ.get(k) for k in ONE_BLAS_THREAD}
+    os.environ.update(ONE_BLAS_THREAD)  # inherited by the spawned workers
+    pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(cfg, os.getpid()))
+    try:
+        chunk = max(1, min(8, len(potentials) // (4 * workers)))
+        yield from pool.map(_solve_job, jobs, chunksize=chunk)
+    except BrokenProcessPool as err:
+        raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _solve_one(potential: np.ndarray, label: str, cfg: PhysicsConfig) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    try:
+        gs = solve(potential, cfg)
+    except Exception as err:
+        raise EDError(f"ED failed on {label}: {type(err).__name__}: {err}") from None
+    return {"n0": gs.n0, "n_int": gs.n_int, "energy": gs.energy, "seconds": time.perf_counter() - t0}
+
+
+def _init_worker(cfg: PhysicsConfig, parent_pid: int) -> None:
+    """Remember the config, leave Ctrl-C to the parent, exit once orphaned (as physics.pool's workers)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _job["cfg"] = cfg
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _solve_job(job: tuple[np.ndarray, str]) -> dict[str, Any]:
+    return _solve_one(job[0], job[1], _job["cfg"])

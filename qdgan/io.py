@@ -1,0 +1,467 @@
+"""Inputs and outputs of the inference apps (`qdgan.predict`, `qdgan.invert`); numpy + h5py only.
+
+Inputs, in physical units (eV for potentials, nm⁻² for densities), one map per instance:
+- `.npy`: an (N, H, W) or (H, W) array;
+- `.h5`/`.hdf5`: the data set named after the quantity (or `key`) of an HDF5 file, e.g. a shard or
+  the output of `qdgan.predict`;
+- a data-set directory written by `physics.generate` (holds `manifest.json`): the quantity's field;
+- PNG images (a file, a folder of them or a glob) with an explicit value range [lo, hi]: grey level
+  0 ↦ lo, the largest level (255 or 65535) ↦ hi. Orientation as in every figure of the project:
+  x to the right, y up (image row 0 is the top, y = L).
+Inputs are checked where they enter: shape and finiteness are errors (`InputError`), values outside
+the training range and densities that do not integrate to N are warnings returned to the caller.
+Outputs go through `Staging`: written under temporary names and renamed into place only once all
+of them are complete, so a failed run leaves no partial files behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from physics.config import PhysicsConfig
+from physics.dataset import open_dataset
+from physics.manifest import MANIFEST
+
+QUANTITIES = ("potential", "n0", "n_int")
+"""Map quantities a mapping reads or writes (same names as the data-set fields)."""
+UNITS = {"potential": "eV", "n0": "nm^-2", "n_int": "nm^-2"}
+DENSITIES = ("n0", "n_int")
+SPLITS = ("train", "val", "test")
+ARRAY_SUFFIXES = (".npy", ".h5", ".hdf5")
+_PNG_MAX = {"1": 1, "L": 255, "LA": 255, "I": 65535, "I;16": 65535, "I;16B": 65535, "I;16L": 65535}
+_LISTED = 3
+
+
+class InputError(ValueError):
+    """An input, checkpoint or output request is unusable; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a checkpoint was trained on: input quantity, image size, training input range, h², N."""
+
+    quantity: str
+    image_size: int
+    lo: float  # training-set minimum of the input quantity (physical unit)
+    hi: float  # training-set maximum
+    pixel_area: float  # h², nm²
+    n_electrons: float
+
+
+@dataclass
+class Inputs:
+    """A batch of input maps and where it came from."""
+
+    values: np.ndarray  # (n, H, W) float32, physical units of `quantity`
+    quantity: str
+    source: str  # the input path as given
+    kind: str  # "npy" | "h5" | "dataset" | "png"
+    rows: np.ndarray  # (n,) positions in the source (instance indices for a data set)
+    labels: list[str]
+    single: bool = False  # one (H, W) map was given: outputs keep that shape
+    physics: PhysicsConfig | None = None  # a data set's own configuration
+    reader: Callable[[str], np.ndarray | None] = field(default=lambda name: None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def companion(self, name: str) -> np.ndarray | None:
+        """Another field of the same source for the same rows (e.g. the data set's V), or None."""
+        return self.reader(name)
+
+
+# --- selection -----------------------------------------------------------------------------------
+
+
+def split_indices(n: int, split_seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, np.ndarray]:
+    """The train/val/test instance indices of a data set of n instances, exactly as
+    `qdgan.datamodule.EDDataModule.setup` draws them (one permutation fixed by `split_seed`: test
+    first, then validation, then training); tests/test_predict.py checks it against a training run's
+    test split."""
+    need = n_train + n_val + n_test
+    if n < need:
+        raise InputError(f"the data set holds {n} instances, but the training run's split needs "
+                         f"n_train + n_val + n_test = {n_train} + {n_val} + {n_test} = {need}")
+    order = np.random.default_rng(split_seed).permutation(n)
+    return {"test": np.sort(order[:n_test]), "val": np.sort(order[n_test:n_test + n_val]),
+            "train": np.sort(order[n_test + n_val:need])}
+
+
+def parse_indices(indices: Any, n: int) -> np.ndarray:
+    """Rows selected by `indices`: None (all), an int, "start:stop[:step]" or a list of ints."""
+    if indices is None:
+        return np.arange(n)
+    if isinstance(indices, str):
+        try:
+            parts = [int(p) if p.strip() else None for p in indices.split(":")]
+        except ValueError:
+            parts = []
+        if not 1 < len(parts) <= 3:
+            raise InputError(f"indices={indices!r}: expected 'start:stop[:step]', an integer or a list of integers")
+        rows = np.arange(n)[slice(*parts)]
+    elif isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
+        rows = np.array([indices])
+    elif isinstance(indices, Sequence) and all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        rows = np.asarray(list(indices), dtype=np.int64)
+    else:
+        raise InputError(f"indices={indices!r}: expected 'start:stop[:step]', an integer or a list of integers")
+    rows = np.where(rows < 0, rows + n, rows)
+    if rows.size == 0:
+        raise InputError(f"indices={indices!r} selects no instance of the {n} in the input")
+    if rows.min() < 0 or rows.max() >= n:
+        raise InputError(f"indices={indices!r} out of range: the input holds {n} instance(s)")
+    return rows.astype(np.int64)
+
+
+def select_rows(n: int, indices: Any, split: str | None, run_config: Any | None, source: str) -> np.ndarray:
+    """Rows of a source with n instances from `indices` or `split` (the training run's split; needs
+    its config: data.split_seed, n_train, n_val, n_test)."""
+    if split is None:
+        return parse_indices(indices, n)
+    if indices is not None:
+        raise InputError(f"split={split!r} and indices={indices!r}: give one of them, not both")
+    if split not in SPLITS:
+        raise InputError(f"split={split!r}: expected one of {SPLITS}")
+    if run_config is None:
+        raise InputError(f"split={split} needs the training run's config.yaml next to the checkpoint's "
+                         "checkpoints/ folder, and there is none; select instances with indices=start:stop")
+    d = run_config["data"]
+    return split_indices(n, int(d["split_seed"]), int(d["n_train"]), int(d["n_val"]), int(d["n_test"]))[split]
+
+
+# --- reading -------------------------------------------------------------------------------------
+
+
+def load_inputs(path: str | os.PathLike[str], quantity: str, *, indices: Any = None, split: str | None = None,
+                run_config: Any | None = None, png_range: Sequence[float] | None = None,
+                h5_key: str | None = None) -> Inputs:
+    """Read the `quantity` maps of the input at `path` (see the module docstring for the formats)."""
+    text = str(path)
+    p = Path(text)
+    if any(c in text for c in "*?["):
+        files = sorted(Path(f) for f in glob.glob(text))
+        if not files:
+            raise InputError(f"input={text}: no file matches this pattern")
+        return _pngs(files, text, quantity, png_range, indices, split)
+    if not p.exists():
+        raise InputError(f"input={text}: no such file or directory")
+    if p.name == MANIFEST:
+        p = p.parent
+    if p.is_dir():
+        if (p / MANIFEST).exists():
+            return _dataset(p, text, quantity, indices, split, run_config)
+        files = sorted(p.glob("*.png"))
+        if not files:
+            raise InputError(f"input={text}: a folder that is neither a data set (no {MANIFEST}) nor holds .png images")
+        return _pngs(files, text, quantity, png_range, indices, split)
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        return _npy(p, text, quantity, indices, split)
+    if suffix in (".h5", ".hdf5"):
+        return _h5(p, text, quantity, h5_key, indices, split)
+    if suffix == ".png":
+        return _pngs([p], text, quantity, png_range, indices, split)
+    raise InputError(f"input={text}: unknown input format {suffix or '(no suffix)'!r}; expected .npy, .h5/.hdf5, "
+                     f".png (with png_range) or a data-set folder ({MANIFEST})")
+
+
+def _no_split(split: str | None, source: str) -> None:
+    if split is not None:
+        raise InputError(f"split={split} applies to data-set inputs only; input={source} is a file "
+                         "(select rows with indices=start:stop)")
+
+
+def _as_maps(arr: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
+    """(n, H, W) real array and whether a single (H, W) map was given."""
+    if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
+        raise InputError(f"input={source}: holds {arr.dtype} values, expected real numbers")
+    if arr.ndim == 2:
+        return arr[None], True
+    if arr.ndim != 3:
+        raise InputError(f"input={source}: array of shape {arr.shape} has {arr.ndim} dimension(s), "
+                         "expected (N, H, W) maps or one (H, W) map")
+    return arr, False
+
+
+def _npy(p: Path, source: str, quantity: str, indices: Any, split: str | None) -> Inputs:
+    _no_split(split, source)
+    try:
+        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise InputError(f"input={source}: not a readable .npy array ({err})") from None
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"input={source}: not a single .npy array")
+    arr, single = _as_maps(arr, source)
+    rows = parse_indices(indices, len(arr))
+    return Inputs(np.asarray(arr[rows], dtype=np.float32), quantity, source, "npy", rows,
+                  [f"row {r}" for r in rows], single and indices is None)
+
+
+def _h5(p: Path, source: str, quantity: str, key: str | None, indices: Any, split: str | None) -> Inputs:
+    _no_split(split, source)
+    name = key or quantity
+    try:
+        with h5py.File(p, "r", locking=False) as f:
+            if name not in f or not isinstance(f[name], h5py.Dataset):
+                found = sorted(k for k in f if isinstance(f[k], h5py.Dataset))
+                raise InputError(f"input={source}: no data set {name!r} in this HDF5 file (it holds {found}); "
+                                 "name the one to read with h5_key=<name>")
+            arr, single = _as_maps(f[name][...], f"{source}[{name}]")
+            others = {q: f[q][...] for q in (*QUANTITIES, "energy") if q != name and q in f
+                      and isinstance(f[q], h5py.Dataset) and f[q].shape[:1] == (len(arr),)}
+    except OSError as err:
+        raise InputError(f"input={source}: not a readable HDF5 file ({err})") from None
+    rows = parse_indices(indices, len(arr))
+    return Inputs(np.asarray(arr[rows], dtype=np.float32), quantity, source, "h5", rows,
+                  [f"row {r}" for r in rows], single and indices is None,
+                  reader=lambda q: others[q][rows] if q in others else None)
+
+
+def _dataset(p: Path, source: str, quantity: str, indices: Any, split: str | None, run_config: Any) -> Inputs:
+    ds = open_dataset(p)
+    rows = select_rows(len(ds), indices, split, run_config, source)
+    values = ds[quantity][rows]
+
+    def reader(name: str) -> np.ndarray | None:
+        return ds[name][rows] if name in (*QUANTITIES, "energy") else None
+
+    return Inputs(values, quantity, source, "dataset", rows, [f"#{r}" for r in rows], physics=ds.config,
+                  reader=reader)
+
+
+def _pngs(files: list[Path], source: str, quantity: str, value_range: Sequence[float] | None, indices: Any,
+          split: str | None) -> Inputs:
+    _no_split(split, source)
+    if value_range is None:
+        raise InputError(f"input={source}: PNG images need their value range, png_range=[lo,hi] in "
+                         f"{UNITS.get(quantity, '')} (grey 0 ↦ lo, white ↦ hi; e.g. [0,0.5] for potentials)")
+    lo, hi = _range(value_range)
+    rows = parse_indices(indices, len(files))
+    maps = [read_png(files[r], (lo, hi)) for r in rows]
+    shapes = {m.shape for m in maps}
+    if len(shapes) > 1:
+        raise InputError(f"input={source}: the PNG images differ in size: {sorted(shapes)}")
+    return Inputs(np.stack(maps), quantity, source, "png", rows, [files[r].stem for r in rows],
+                  len(files) == 1 and indices is None)
+
+
+def _range(value_range: Sequence[float]) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise InputError(f"png_range={value_range!r}: expected two numbers [lo,hi]") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise InputError(f"png_range={value_range!r}: expected finite lo < hi")
+    return lo, hi
+
+
+def read_png(path: Path, value_range: tuple[float, float]) -> np.ndarray:
+    """One grey-scale PNG (8 or 16 bit; RGB only with equal channels) as an (x, y) map in physical units."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            mode = img.mode
+            if mode == "P":
+                img, mode = img.convert("RGBA"), "RGBA"
+            pixels = np.asarray(img)
+    except (UnidentifiedImageError, OSError) as err:
+        raise InputError(f"input={path}: not a readable PNG image ({err})") from None
+    if mode in ("RGB", "RGBA"):
+        rgb = pixels[..., :3].astype(np.int64)
+        if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
+            raise InputError(f"input={path}: a colour image; expected grey levels (a colour map cannot be "
+                             "inverted to values)")
+        pixels, top = rgb[..., 0], 255
+    elif mode in _PNG_MAX:
+        pixels, top = (pixels[..., 0] if pixels.ndim == 3 else pixels), _PNG_MAX[mode]
+    else:
+        raise InputError(f"input={path}: PNG mode {mode!r} is not supported; expected 8- or 16-bit grey")
+    lo, hi = value_range
+    values = lo + (pixels.astype(np.float64) / top) * (hi - lo)
+    return np.ascontiguousarray(values[::-1].T, dtype=np.float32)
+
+
+def write_png(path: str | os.PathLike[str], values: np.ndarray, value_range: tuple[float, float]) -> Path:
+    """An (x, y) map as a 16-bit grey PNG that `read_png` with the same range reads back (clipped to it)."""
+    from PIL import Image
+
+    lo, hi = value_range
+    level = np.rint(np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0, 1) * 65535)
+    path = Path(path)
+    Image.fromarray(np.ascontiguousarray(level.T[::-1]).astype(np.uint16)).save(path, format="PNG")
+    return path
+
+
+def read_reference(path: str | os.PathLike[str], quantity: str, n: int, rows: np.ndarray | None = None,
+                   h5_key: str | None = None) -> np.ndarray:
+    """Known maps to compare generated ones with (.npy or .h5), one per input instance."""
+    ref = load_inputs(path, quantity, h5_key=h5_key)
+    values = ref.values
+    if len(values) != n and rows is not None and len(values) > int(rows.max()):
+        values = values[rows]  # a reference for the whole source, the input selected some rows
+    if len(values) != n:
+        raise InputError(f"reference={path}: holds {len(ref.values)} map(s) for {n} input instance(s)")
+    return values
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+
+def check_inputs(inputs: Inputs, trained: TrainedOn, range_tolerance: float, charge_tolerance: float) -> list[str]:
+    """Raise InputError on a wrong shape or NaN/inf; return warnings for values outside the training
+    range (by more than `range_tolerance` of its span) and for densities with |h²·Σn − N| >
+    `charge_tolerance` electrons."""
+    x, src, name = inputs.values, inputs.source, inputs.quantity
+    size = trained.image_size
+    if x.shape[1:] != (size, size):
+        raise InputError(f"input={src}: maps of {x.shape[1]}×{x.shape[2]} pixels, but the checkpoint's generator "
+                         f"works on {size}×{size} (expected shape (N, {size}, {size}) or ({size}, {size}))")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise InputError(f"input={src}: {int(bad.sum())} NaN/inf value(s) in {int(bad.any(axis=(1, 2)).sum())} "
+                         f"instance(s), first in {inputs.labels[first[0]]} at pixel {tuple(int(i) for i in first[1:])}")
+    warnings = []
+    unit = UNITS.get(name, "")
+    tol = range_tolerance * (trained.hi - trained.lo)
+    lo, hi = x.min(axis=(1, 2)), x.max(axis=(1, 2))
+    out = np.flatnonzero((lo < trained.lo - tol) | (hi > trained.hi + tol))
+    if out.size:
+        shown = ", ".join(f"{inputs.labels[i]} in [{lo[i]:.4g}, {hi[i]:.4g}]" for i in out[:_LISTED])
+        warnings.append(f"input {name}: {out.size} of {len(x)} instance(s) leave the training range "
+                        f"[{trained.lo:.4g}, {trained.hi:.4g}] {unit} by more than {range_tolerance:.0%} of its "
+                        f"span ({shown}{', ...' if out.size > _LISTED else ''}): out of the training "
+                        "distribution, the predictions there are extrapolations")
+    if name in DENSITIES:
+        charge = trained.pixel_area * x.sum(axis=(1, 2), dtype=np.float64)
+        off = np.flatnonzero(np.abs(charge - trained.n_electrons) > charge_tolerance)
+        if off.size:
+            shown = ", ".join(f"{charge[i]:.5g} ({inputs.labels[i]})" for i in off[:_LISTED])
+            warnings.append(f"input {name}: {off.size} of {len(x)} density map(s) do not integrate to "
+                            f"N = {trained.n_electrons:g}: h²·Σn = {shown}{', ...' if off.size > _LISTED else ''} "
+                            f"(tolerance {charge_tolerance:g} electrons)")
+    return warnings
+
+
+def physics_mismatch(cfg: PhysicsConfig, trained: TrainedOn) -> list[str]:
+    """Fields of `cfg` that disagree with the checkpoint's grid, pixel area h² and electron count N."""
+    problems = []
+    if cfg.grid != trained.image_size:
+        problems.append(f"physics.grid={cfg.grid} vs the checkpoint's {trained.image_size}×{trained.image_size} images")
+    if not np.isclose(cfg.h_nm**2, trained.pixel_area, rtol=1e-6, atol=0):
+        problems.append(f"physics.length_nm={cfg.length_nm} and grid={cfg.grid} give h² = {cfg.h_nm**2:.6g} nm², "
+                        f"the checkpoint was trained with h² = {trained.pixel_area:.6g} nm²")
+    if cfg.n_electrons != round(trained.n_electrons):
+        problems.append(f"physics.n_electrons={cfg.n_electrons} vs the checkpoint's N = {trained.n_electrons:g}")
+    return problems
+
+
+def physics_differences(a: PhysicsConfig, b: PhysicsConfig) -> list[str]:
+    """'field: a vs b' for every field where two physics configurations differ."""
+    da, db = a.to_dict(), b.to_dict()
+    return [f"{k}: {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db.get(k)]
+
+
+# --- writing -------------------------------------------------------------------------------------
+
+
+class Staging:
+    """Output files written under hidden temporary names and renamed into place together.
+
+    `path(final)` gives the temporary path to write (same folder as the final file or its nearest
+    existing ancestor, same suffix, so writers that pick a format by suffix still work); `commit()`
+    creates missing folders and renames every file; `discard()` (or leaving the `with` block with an
+    exception) deletes them. Nothing with a final name exists before `commit()`.
+    """
+
+    def __init__(self) -> None:
+        self._files: dict[Path, Path] = {}
+
+    def path(self, final: str | os.PathLike[str]) -> Path:
+        final = Path(final).absolute()
+        if final in self._files:
+            return self._files[final]
+        home = final.parent
+        while not home.exists():
+            home = home.parent
+        tmp = home / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}"
+        self._files[final] = tmp
+        return tmp
+
+    @property
+    def finals(self) -> list[Path]:
+        """Final paths of the files staged so far."""
+        return list(self._files)
+
+    def commit(self) -> list[Path]:
+        for final, tmp in self._files.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+        done, self._files = list(self._files), {}
+        return done
+
+    def discard(self) -> None:
+        for tmp in self._files.values():
+            tmp.unlink(missing_ok=True)
+        self._files = {}
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def as_paths(value: Any) -> list[str]:
+    """An `output` setting as a list of paths (null → none, one path → one)."""
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
+
+
+def check_output_paths(paths: Sequence[str | os.PathLike[str]], inputs: Sequence[str]) -> list[Path]:
+    """Output array files: .npy or .h5/.hdf5, none of them an input; checked before any work is done."""
+    out = []
+    sources = {Path(s).absolute() for s in inputs if s}
+    for p in paths:
+        path = Path(p)
+        if path.suffix.lower() not in ARRAY_SUFFIXES:
+            raise InputError(f"output={p}: unknown output format {path.suffix or '(no suffix)'!r}; "
+                             f"expected one of {ARRAY_SUFFIXES}")
+        if path.absolute() in sources:
+            raise InputError(f"output={p} is also an input; choose another file name")
+        if path.exists() and path.is_dir():
+            raise InputError(f"output={p} is a folder; expected a file name")
+        out.append(path)
+    return out
+
+
+def write_arrays(path: Path, main: str, arrays: dict[str, np.ndarray], units: dict[str, str],
+                 attrs: dict[str, Any], single: bool = False) -> None:
+    """`.npy`: the array `main` alone, float32 ((H, W) if `single`); `.h5`: every array as a data set
+    (maps as float32) with its `unit` attribute, plus `attrs` as file attributes."""
+    if path.suffix.lower() == ".npy":
+        arr = np.asarray(arrays[main], dtype=np.float32)
+        np.save(path, arr[0] if single else arr)
+        return
+    with h5py.File(path, "w", locking=False) as f:
+        for name, arr in arrays.items():
+            arr = np.asarray(arr)
+            dset = f.create_dataset(name, data=arr.astype(np.float32) if arr.ndim == 3 else arr)
+            if name in units:
+                dset.attrs["unit"] = units[name]
+        for key, value in attrs.items():
+            f.attrs[key] = value if isinstance(value, (int, float, str)) else str(value)

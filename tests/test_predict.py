@@ -1,0 +1,272 @@
+"""`python -m qdgan.predict`: every input format, checks of shape/finiteness/range/charge, ED
+verification and speed report, atomic outputs, one-line errors. Tiny data set and a 2-step model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from PIL import Image
+from test_training import CONF, ROOT, TINY_PHYSICS, compose_train, run_tiny, tiny_data, tiny_overrides
+
+from physics.dataset import open_dataset
+from qdgan import inference
+from qdgan.io import InputError, Staging, TrainedOn, check_inputs, load_inputs, read_png, write_png
+from qdgan.predict import run_predict
+
+__all__ = ["tiny_data"]  # the session fixture, shared with test_training
+
+
+def compose_app(name: str, overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(name, overrides=overrides)
+
+
+def train_tiny(data: Path, run_dir: Path, mapping: str) -> Path:
+    """A 2-step model of `mapping` on the tiny data set; returns its best checkpoint."""
+    run_tiny(compose_train(tiny_overrides(data, run_dir, f"mapping={mapping}", "max_steps=2", "val_every_n_steps=2",
+                                          "n_panels=1")), run_dir)
+    return run_dir / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on this shared 2-core machine two threads mostly wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_data, tmp_path_factory) -> Path:
+    return train_tiny(tiny_data, tmp_path_factory.mktemp("v_to_nint"), "v_to_nint")
+
+
+def predict_cfg(ckpt: Path, inp: Path | str, out: Path, *extra: str):
+    return compose_app("predict", [f"checkpoint={ckpt}", f"input={inp}", f"output={out / 'pred.npy'}",
+                                   f"report={out / 'report.json'}", "panels=null", "n_panels=1", "ed.workers=1",
+                                   *TINY_PHYSICS, *extra])
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def potentials(tiny_data: Path, n: int = 5) -> np.ndarray:
+    return open_dataset(tiny_data).potential[:n]
+
+
+# --- input formats -------------------------------------------------------------------------------
+
+
+def test_npy_stack_and_single_map(ckpt, tiny_data, tmp_path):
+    v = potentials(tiny_data)
+    np.save(tmp_path / "v.npy", v)
+    np.save(tmp_path / "v1.npy", v[2])
+    out = tmp_path / "out"
+    report = run_predict(predict_cfg(ckpt, tmp_path / "v.npy", out, f"output=[{out / 'p.npy'},{out / 'p.h5'}]"))
+    expected, _ = inference.generate(inference.load_model(ckpt), v, 100)
+    np.testing.assert_allclose(np.load(out / "p.npy"), expected, rtol=1e-5, atol=1e-7)
+    with h5py.File(out / "p.h5") as f:
+        np.testing.assert_allclose(f["n_int"][...], expected, rtol=1e-5, atol=1e-7)
+        np.testing.assert_array_equal(f["potential"][...], v)
+        assert f["n_int"].attrs["unit"] == "nm^-2" and f.attrs["predicted"] == "n_int"
+    assert report["n"] == 5 and report["verify"] is None and report["warnings"] == []
+    assert report["speed"]["model_per_second"] > 0
+    assert sorted(files(out)) == ["p.h5", "p.npy", "report.json"]
+
+    single = run_predict(predict_cfg(ckpt, tmp_path / "v1.npy", tmp_path / "one"))
+    one = np.load(tmp_path / "one" / "pred.npy")
+    assert one.shape == (64, 64) and single["n"] == 1
+    np.testing.assert_allclose(one, expected[2], rtol=1e-4, atol=1e-6)
+
+
+def test_dataset_split_with_ed_verification_and_speed(ckpt, tiny_data, tmp_path):
+    report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path, "split=test", "verify=true",
+                                     f"output={tmp_path / 'p.h5'}", f"panels={tmp_path / 'panels.png'}"))
+    metrics = json.loads((ckpt.parents[1] / "metrics.json").read_text())
+    assert report["rows"] == metrics["indices"]  # the training run's test split
+    v = report["verify"]
+    assert v["n"] == 10 and np.isfinite(v["r2"]) and len(v["per_sample"]["l1"]) == 10
+    assert "data set's own configuration" in v["physics_source"]
+    speed = report["speed"]
+    assert speed["ed_workers"] == 1 and speed["ed_per_second"] > 0
+    assert speed["speedup"] == pytest.approx(speed["model_per_second"] / speed["ed_per_second"])
+    with h5py.File(tmp_path / "p.h5") as f:  # ED with the data set's config reproduces its stored n_int
+        ds = open_dataset(tiny_data)
+        np.testing.assert_allclose(f["ed_n_int"][...], ds.n_int[f["index"][...]], atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "report.json").read_text())["verify"]["r2"] == v["r2"]
+    assert (tmp_path / "panels.png").stat().st_size > 1000
+
+
+def test_png_folder_with_value_range(ckpt, tiny_data, tmp_path):
+    v = potentials(tiny_data, 3)
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, m in enumerate(v):
+        write_png(folder / f"v{i}.png", m, (0.0, 0.5))
+    np.save(tmp_path / "v.npy", v)
+    from_png = run_predict(predict_cfg(ckpt, folder, tmp_path / "a", "png_range=[0,0.5]"))
+    from_npy = run_predict(predict_cfg(ckpt, tmp_path / "v.npy", tmp_path / "b"))
+    assert from_png["labels"] == ["v0", "v1", "v2"]
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "pred.npy"), np.load(tmp_path / "b" / "pred.npy"))
+    assert from_npy["n"] == 3
+
+
+def test_png_orientation_and_grey_levels(tmp_path):
+    img = np.zeros((64, 64), np.uint8)
+    img[0, 0] = 255  # top-left pixel of the picture: x = 0, y = L (figures: x right, y up)
+    img[63, 10] = 51  # bottom row, column 10: x = 10, y = 0
+    Image.fromarray(img).save(tmp_path / "a.png")
+    m = read_png(tmp_path / "a.png", (0.0, 1.0))
+    assert m[0, 63] == 1.0 and m[10, 0] == pytest.approx(0.2) and m.sum() == pytest.approx(1.2)
+    Image.fromarray(np.stack([img] * 3, -1)).save(tmp_path / "rgb.png")
+    np.testing.assert_array_equal(read_png(tmp_path / "rgb.png", (0.0, 1.0)), m)
+    colour = np.zeros((64, 64, 3), np.uint8)
+    colour[5, 5] = (255, 0, 0)
+    Image.fromarray(colour).save(tmp_path / "colour.png")
+    with pytest.raises(InputError, match="colour image"):
+        read_png(tmp_path / "colour.png", (0.0, 1.0))
+    with pytest.raises(InputError, match=r"png_range=\[lo,hi\]"):
+        load_inputs(tmp_path / "a.png", "potential")
+
+
+def test_h5_input_reads_the_quantity_or_h5_key(ckpt, tiny_data, tmp_path):
+    v = potentials(tiny_data, 4)
+    with h5py.File(tmp_path / "in.h5", "w") as f:
+        f["potential"] = v
+        f["other"] = v[:, ::-1]
+    run_predict(predict_cfg(ckpt, tmp_path / "in.h5", tmp_path / "a", "indices=1:3"))
+    np.save(tmp_path / "v.npy", v[1:3])
+    run_predict(predict_cfg(ckpt, tmp_path / "v.npy", tmp_path / "b"))
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "pred.npy"), np.load(tmp_path / "b" / "pred.npy"))
+    assert load_inputs(tmp_path / "in.h5", "potential", h5_key="other").values[0, 0, 0] == v[0, 0, -1]
+    with pytest.raises(InputError, match=r"no data set 'n0'.*\['other', 'potential'\]"):
+        load_inputs(tmp_path / "in.h5", "n0")
+
+
+# --- checks and errors ---------------------------------------------------------------------------
+
+
+def test_out_of_range_potential_warns_and_still_predicts(ckpt, tiny_data, tmp_path):
+    v = potentials(tiny_data, 3)
+    v[1] *= 3.0  # Vs = 1.5 eV, outside the training [V0, Vs] = [0, 0.5] eV
+    np.save(tmp_path / "v.npy", v)
+    report = run_predict(predict_cfg(ckpt, tmp_path / "v.npy", tmp_path / "out"))
+    assert len(report["warnings"]) == 1
+    assert "1 of 3 instance(s) leave the training range [0, 0.5] eV" in report["warnings"][0]
+    assert "row 1 in [0, 1.5]" in report["warnings"][0]
+    assert (tmp_path / "out" / "pred.npy").exists()
+
+
+def test_density_charge_check_reports_the_integrals():
+    trained = TrainedOn("n_int", 4, 0.0, 1.0, pixel_area=0.5, n_electrons=2.0)
+    good = np.full((2, 4, 4), 0.25, np.float32)  # 0.5 nm² · 16 · 0.25 nm⁻² = 2 electrons
+    from qdgan.io import Inputs
+
+    bad = good.copy()
+    bad[1] *= 1.5
+    assert check_inputs(Inputs(good, "n_int", "x", "npy", np.arange(2), ["a", "b"]), trained, 0.05, 0.01) == []
+    (w,) = check_inputs(Inputs(bad, "n_int", "x", "npy", np.arange(2), ["a", "b"]), trained, 0.05, 0.01)
+    assert "1 of 2 density map(s) do not integrate to N = 2: h²·Σn = 3 (b)" in w
+
+
+@pytest.mark.parametrize(("case", "match"), [
+    ("text_checkpoint", "not a qdgan Pix2Pix Lightning checkpoint"),
+    ("missing_checkpoint", "no such file"),
+    ("missing_input", "no such file or directory"),
+    ("wrong_shape", r"maps of 32×32 pixels, but the checkpoint's generator works on 64×64"),
+    ("wrong_ndim", "has 4 dimension"),
+    ("nan", r"1 NaN/inf value\(s\) in 1 instance\(s\), first in row 1 at pixel \(3, 4\)"),
+    ("bad_output", "unknown output format '.txt'"),
+    ("split_of_npy", "applies to data-set inputs only"),
+    ("bad_indices", "out of range"),
+    ("physics_mismatch", r"physics.n_electrons=3 vs the checkpoint's N = 2"),
+])
+def test_bad_requests_fail_with_a_named_problem_and_leave_no_files(ckpt, tiny_data, tmp_path, case, match):
+    v = potentials(tiny_data, 2)
+    inp, extra, checkpoint = tmp_path / "v.npy", [], ckpt
+    if case == "text_checkpoint":
+        checkpoint = tmp_path / "model.ckpt"
+        checkpoint.write_text("not a checkpoint\n")
+    elif case == "missing_checkpoint":
+        checkpoint = tmp_path / "nope.ckpt"
+    elif case == "missing_input":
+        inp = tmp_path / "nope.npy"
+    elif case == "wrong_shape":
+        v = v[:, :32, :32]
+    elif case == "wrong_ndim":
+        v = v[None]
+    elif case == "nan":
+        v[1, 3, 4] = np.nan
+    elif case == "bad_output":
+        extra = [f"output={tmp_path / 'out' / 'p.txt'}"]
+    elif case == "split_of_npy":
+        extra = ["split=test"]
+    elif case == "bad_indices":
+        extra = ["indices=[0,7]"]
+    elif case == "physics_mismatch":
+        extra = ["verify=true", "physics.n_electrons=3"]
+    if case != "missing_input":
+        np.save(inp, v)
+    before = files(tmp_path)
+    with pytest.raises(InputError, match=match):
+        run_predict(predict_cfg(checkpoint, inp, tmp_path / "out", *extra))
+    assert files(tmp_path) == before and not (tmp_path / "out").exists()
+
+
+def test_staging_leaves_nothing_behind_on_error(tmp_path):
+    with pytest.raises(RuntimeError), Staging() as stage:
+        stage.path(tmp_path / "a.npy").write_bytes(b"x")
+        stage.path(tmp_path / "sub" / "b.json").write_text("{}")
+        raise RuntimeError("boom")
+    assert files(tmp_path) == []
+    with Staging() as stage:
+        np.save(stage.path(tmp_path / "sub" / "c.npy"), np.zeros(2))
+        assert files(tmp_path) != ["sub/c.npy"]
+    assert files(tmp_path) == ["sub/c.npy"]
+
+
+def test_verify_needs_potential_inputs(ckpt, tiny_data, tmp_path):
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["hyper_parameters"] |= {"mapping": "n0_to_nint", "input_name": "n0"}
+    torch.save(state, tmp_path / "n0.ckpt")
+    np.save(tmp_path / "n.npy", open_dataset(tiny_data).n0[:2])
+    with pytest.raises(InputError, match="verify=true solves the inputs by ED, so it needs potential inputs"):
+        run_predict(predict_cfg(tmp_path / "n0.ckpt", tmp_path / "n.npy", tmp_path / "out", "verify=true"))
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+def test_command_line_verify_reports_speed_up(ckpt, tiny_data, tmp_path):
+    np.save(tmp_path / "v.npy", potentials(tiny_data, 6))
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qdgan.predict", f"checkpoint={ckpt}", f"input={tmp_path / 'v.npy'}", "verify=true",
+         "ed.workers=2", *TINY_PHYSICS, f"output=[{out / 'p.npy'},{out / 'p.h5'}]", f"hydra.run.dir={out}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "instances/s" in proc.stdout and "speed-up ×" in proc.stdout and "vs ED  R²" in proc.stdout
+    report = json.loads((out / "predict_metrics.json").read_text())
+    assert report["speed"]["ed_workers"] == 2 and report["verify"]["n"] == 6
+    assert (out / "p.npy").exists() and (out / "p.h5").exists() and (out / "panels.png").exists()
+    assert report["speed"]["torch_threads"] == 1
+
+
+def test_app_modules_load_without_torch():
+    """ED workers are spawned processes that re-import the app module: they must not pay for torch."""
+    code = ("import sys, qdgan.predict, qdgan.invert, qdgan.edbatch, qdgan.io; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
