@@ -1,0 +1,121 @@
+"""`python -m qdgan.invert` (paper Fig. 6): a tiny end-to-end inversion — train n_int ↦ V for a few
+steps, generate Ṽ, re-solve it by ED, compare — plus projections, references, warnings and errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from test_predict import compose_app, one_torch_thread, train_tiny
+from test_training import ROOT, TINY_PHYSICS, tiny_data
+
+from physics.dataset import open_dataset
+from physics.ed import solve
+from qdgan.invert import project, run_invert
+from qdgan.io import InputError
+
+__all__ = ["one_torch_thread", "tiny_data"]  # fixtures shared with test_predict / test_training
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_data, tmp_path_factory) -> Path:
+    return train_tiny(tiny_data, tmp_path_factory.mktemp("nint_to_v"), "nint_to_v")
+
+
+def invert_cfg(ckpt: Path, inp: Path | str, out: Path, *extra: str):
+    return compose_app("invert", [f"checkpoint={ckpt}", f"input={inp}", f"out_dir={out}", "n_panels=0",
+                                  "ed.workers=1", *TINY_PHYSICS, *extra])
+
+
+def test_project_onto_admissible_potentials():
+    v = np.array([[-0.1, 0.1, 0.3, 0.7]], np.float32)
+    np.testing.assert_array_equal(project(v, "none", 0.0, 0.5), v)
+    np.testing.assert_allclose(project(v, "clip", 0.0, 0.5), [[0.0, 0.1, 0.3, 0.5]])
+    np.testing.assert_array_equal(project(v, "snap", 0.0, 0.5), [[0.0, 0.0, 0.5, 0.5]])
+    with pytest.raises(InputError, match="projection='round'"):
+        project(v, "round", 0.0, 0.5)
+
+
+def test_end_to_end_inversion_of_the_test_split(ckpt, tiny_data, tmp_path):
+    result = run_invert(invert_cfg(ckpt, tiny_data, tmp_path, "split=test", "n_panels=2"))
+    saved = json.loads((tmp_path / "invert_metrics.json").read_text())
+    assert saved["n"] == result["n"] == 10 and saved["projection"] == "none"
+    assert saved["rows"] == json.loads((ckpt.parents[1] / "metrics.json").read_text())["indices"]
+    for key in ("potential", "density"):
+        m = saved[key]
+        assert np.isfinite(m["r2"]) and set(m["mean"]) == {"l1", "l2", "linf", "ssim", "mssim"}
+        assert len(m["per_sample"]["l2"]) == 10
+    assert saved["potential"]["units"]["l1"] == "eV" and saved["density"]["units"]["l1"] == "nm^-2"
+    assert saved["r2_mean_image"]["density"].startswith("mean of the input n_int maps over the 10")
+    assert len(saved["energy"]["per_sample"]) == 10
+    ds = open_dataset(tiny_data)
+    with h5py.File(tmp_path / "inversion.h5") as f:
+        k = 3  # n_int^(r) is the ED density of the generated Ṽ, with the data set's own physics
+        gs = solve(f["potential"][k], ds.config)
+        np.testing.assert_allclose(f["n_int_r"][k], gs.n_int, atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(f["n_int"][...], ds.n_int[f["index"][...]])
+        np.testing.assert_array_equal(f["potential_ref"][...], ds.potential[f["index"][...]])
+        assert "potential_raw" not in f
+    rows = list(csv.DictReader((tmp_path / "invert_instances.csv").open()))
+    assert len(rows) == 10 and float(rows[0]["n_l1"]) == pytest.approx(saved["density"]["per_sample"]["l1"][0])
+    assert (tmp_path / "figures" / "fig6.png").stat().st_size > 1000
+
+
+def test_npy_densities_with_and_without_reference_and_snap(ckpt, tiny_data, tmp_path):
+    ds = open_dataset(tiny_data)
+    np.save(tmp_path / "n.npy", ds.n_int[:4])
+    np.save(tmp_path / "v.npy", ds.potential[:4])
+    plain = run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "a"))
+    assert plain["potential"] is None and plain["density"]["n"] == 4
+    assert "physics config group" in plain["physics_source"]
+    ref = run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "b", f"reference={tmp_path / 'v.npy'}",
+                                "projection=snap", f"output={tmp_path / 'b' / 'vt.npy'}"))
+    assert ref["potential"]["n"] == 4 and ref["reference_potential"] == str(tmp_path / "v.npy")
+    snapped = np.load(tmp_path / "b" / "vt.npy")
+    assert set(np.unique(snapped)) <= {0.0, 0.5}
+    with h5py.File(tmp_path / "b" / "inversion.h5") as f:
+        np.testing.assert_array_equal(f["potential"][...], snapped)
+        assert f["potential_raw"].shape == (4, 64, 64)
+
+
+def test_densities_that_do_not_integrate_to_n_warn_with_the_values(ckpt, tiny_data, tmp_path):
+    n = open_dataset(tiny_data).n_int[:3]
+    n[2] *= 1.5
+    np.save(tmp_path / "n.npy", n)
+    result = run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "out", "checks.range_tolerance=10"))
+    (warning,) = result["warnings"]
+    assert "1 of 3 density map(s) do not integrate to N = 2: h²·Σn = 3 (row 2)" in warning
+    assert result["input_charge"][2] == pytest.approx(3.0, rel=1e-5)
+    assert (tmp_path / "out" / "invert_metrics.json").exists()
+
+
+def test_physics_config_must_match_the_checkpoint(ckpt, tiny_data, tmp_path):
+    np.save(tmp_path / "n.npy", open_dataset(tiny_data).n_int[:2])
+    with pytest.raises(InputError, match=r"physics.length_nm=40.*h² = 0.3906.*h² = 0.2197"):
+        run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "out", "physics.length_nm=40"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_forward_checkpoint_is_rejected_in_one_line_without_outputs(ckpt, tiny_data, tmp_path):
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state["hyper_parameters"] |= {"mapping": "v_to_nint", "input_name": "potential", "target_name": "n_int"}
+    torch.save(state, tmp_path / "forward.ckpt")
+    np.save(tmp_path / "n.npy", open_dataset(tiny_data).n_int[:2])
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "qdgan.invert", f"checkpoint={tmp_path / 'forward.ckpt'}",
+         f"input={tmp_path / 'n.npy'}", f"output={out / 'vt.npy'}", f"hydra.run.dir={out}", *TINY_PHYSICS],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines == [lines[-1]] and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("qdgan.invert: error: checkpoint=") and "maps potential ↦ n_int" in lines[-1]
+    assert not any(p.suffix in (".npy", ".h5", ".json", ".csv", ".png") for p in out.rglob("*"))
