@@ -32,6 +32,7 @@ from qdgan.io import (
     Staging,
     as_paths,
     check_output_paths,
+    check_writable,
     read_reference,
     write_arrays,
 )
@@ -71,6 +72,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         raise InputError(f"projection={cfg.projection!r}: expected one of {PROJECTIONS}")
     out_dir = Path(cfg.out_dir)
     outputs = check_output_paths(as_paths(inference.plain(cfg.output)), [cfg.input, cfg.checkpoint])
+    check_writable([out_dir / "invert_metrics.json"])
     model = inference.load_model(cfg.checkpoint, cfg.device)
     check_mapping(model, cfg.checkpoint)
     density = model.hparams.input_name
@@ -190,7 +192,7 @@ def main(cfg: DictConfig) -> None:
         run_invert(cfg)
     except MissingMandatoryValue as err:
         sys.exit(f"qdgan.invert: error: {err.full_key}=<...> is required")
-    except (ValueError, DatasetError, EDError, FileNotFoundError) as err:  # InputError, ConfigError are ValueErrors
+    except (ValueError, DatasetError, EDError, OSError) as err:  # InputError, ConfigError are ValueErrors
         sys.exit(f"qdgan.invert: error: {err}")
 
 

@@ -432,8 +432,21 @@ def as_paths(value: Any) -> list[str]:
     return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
 
 
+def check_writable(paths: Sequence[str | os.PathLike[str] | None]) -> None:
+    """Every output path must lie in (or below) a folder we may write to; checked before any work."""
+    for p in paths:
+        if not p:
+            continue
+        home = Path(p).absolute().parent
+        while not home.exists():
+            home = home.parent
+        if not home.is_dir() or not os.access(home, os.W_OK | os.X_OK):
+            raise InputError(f"output {p}: cannot write there ({home} is not a writable folder)")
+
+
 def check_output_paths(paths: Sequence[str | os.PathLike[str]], inputs: Sequence[str]) -> list[Path]:
-    """Output array files: .npy or .h5/.hdf5, none of them an input; checked before any work is done."""
+    """Output array files: .npy or .h5/.hdf5, none of them an input, all writable; checked before any
+    work is done."""
     out = []
     sources = {Path(s).absolute() for s in inputs if s}
     for p in paths:
@@ -446,6 +459,7 @@ def check_output_paths(paths: Sequence[str | os.PathLike[str]], inputs: Sequence
         if path.exists() and path.is_dir():
             raise InputError(f"output={p} is a folder; expected a file name")
         out.append(path)
+    check_writable(out)
     return out
 
 

@@ -23,7 +23,7 @@ from omegaconf.errors import MissingMandatoryValue
 
 from physics.shards import DatasetError
 from qdgan.edbatch import EDError, solve_all
-from qdgan.io import UNITS, InputError, Staging, as_paths, check_output_paths, write_arrays
+from qdgan.io import UNITS, InputError, Staging, as_paths, check_output_paths, check_writable, write_arrays
 
 log = logging.getLogger("qdgan.predict")
 
@@ -33,6 +33,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     from qdgan import inference, plots
 
     outputs = check_output_paths(as_paths(inference.plain(cfg.output)), [cfg.input, cfg.checkpoint])
+    check_writable([cfg.report, cfg.panels])
     model = inference.load_model(cfg.checkpoint, cfg.device)
     hp = model.hparams
     if cfg.verify and hp.input_name != "potential":
@@ -134,7 +135,7 @@ def main(cfg: DictConfig) -> None:
         run_predict(cfg)
     except MissingMandatoryValue as err:
         sys.exit(f"qdgan.predict: error: {err.full_key}=<...> is required")
-    except (ValueError, DatasetError, EDError, FileNotFoundError) as err:  # InputError, ConfigError are ValueErrors
+    except (ValueError, DatasetError, EDError, OSError) as err:  # InputError, ConfigError are ValueErrors
         sys.exit(f"qdgan.predict: error: {err}")
 
 

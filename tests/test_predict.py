@@ -190,6 +190,7 @@ def test_density_charge_check_reports_the_integrals():
     ("wrong_ndim", "has 4 dimension"),
     ("nan", r"1 NaN/inf value\(s\) in 1 instance\(s\), first in row 1 at pixel \(3, 4\)"),
     ("bad_output", "unknown output format '.txt'"),
+    ("output_under_a_file", "is not a writable folder"),
     ("split_of_npy", "applies to data-set inputs only"),
     ("bad_indices", "out of range"),
     ("physics_mismatch", r"physics.n_electrons=3 vs the checkpoint's N = 2"),
@@ -212,6 +213,8 @@ def test_bad_requests_fail_with_a_named_problem_and_leave_no_files(ckpt, tiny_da
         v[1, 3, 4] = np.nan
     elif case == "bad_output":
         extra = [f"output={tmp_path / 'out' / 'p.txt'}"]
+    elif case == "output_under_a_file":
+        extra = [f"output={inp / 'p.npy'}"]
     elif case == "split_of_npy":
         extra = ["split=test"]
     elif case == "bad_indices":
