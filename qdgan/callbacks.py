@@ -46,7 +46,9 @@ class History(L.Callback):
 
     # validation curves ------------------------------------------------------------------------------
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # after Lightning has moved this validation's epoch-end logs into callback_metrics (the epoch-end
+        # hook runs before, so it would see the previous validation's values)
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
         step = int(pl_module.generator_steps)
