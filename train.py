@@ -1,28 +1,41 @@
 """Train a pix2pix mapping on ED data: `python train.py mapping=v_to_nint [overrides]`.
 
 Generates the data set first if `data.path` holds none; writes the resolved config, checkpoints
-(best by validation R², last), metrics.json and figures into the Hydra run directory.
+(best by validation R², last), metrics.json and figures into the Hydra run directory. Rerun in the
+same directory, it skips a finished run and continues an interrupted one (`resume: auto`).
+In a multirun (`-m`, used by sweep.py) a failing run is recorded in its failed.json and logged, and
+the other runs go on; a single run reports a bad config in one line and exits non-zero.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from physics.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from qdgan.training import run  # torch loads after Hydra has parsed the command line
 
+    hydra_cfg = HydraConfig.get()
     try:
-        result = run(cfg, HydraConfig.get().runtime.output_dir)
-    except (ConfigError, ValueError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+        result = run(cfg, hydra_cfg.runtime.output_dir)
+    except Exception as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            log.error("run failed (failed.json in %s): %s", hydra_cfg.runtime.output_dir, err)
+            return None
+        if isinstance(err, (ConfigError, ValueError, FileNotFoundError)):
+            sys.exit(f"error: {err}")
+        raise
     return result.get("r2")
 
 

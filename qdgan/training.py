@@ -15,9 +15,10 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from qdgan import plots
+from qdgan import plots, rundir
 from qdgan.callbacks import History
 from qdgan.datamodule import EDDataModule
 from qdgan.evaluate import evaluate, write_metrics
@@ -79,9 +80,30 @@ def optimizer_steps_per_batch(model: Pix2Pix) -> int:
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
-    """Train, pick the best checkpoint by validation R², evaluate on the test set; return metrics."""
+    """Train, pick the best checkpoint by validation R², evaluate on the test set; return metrics.
+
+    A finished run of the same config in `run_dir` is returned as it is; one that left a checkpoint is
+    continued (`resume: auto`, qdgan/rundir.py). An error is recorded in failed.json and re-raised."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    for handler in list(logging.getLogger("lightning.pytorch").handlers):  # Hydra's root handler prints them
+        logging.getLogger("lightning.pytorch").removeHandler(handler)
+    try:
+        attempt = rundir.plan_attempt(cfg, run_dir)
+        (run_dir / "failed.json").unlink(missing_ok=True)
+        if attempt.action == "skip":
+            print(f"skipped: {run_dir} holds a finished run of this config (R² {attempt.metrics['r2']:.4f})",
+                  flush=True)
+            return attempt.metrics
+        if attempt.action == "resume":
+            print(f"resuming from {attempt.ckpt_path}", flush=True)
+        return _train_and_test(cfg, run_dir, attempt.ckpt_path)
+    except Exception as err:
+        rundir.record_failure(run_dir, err)
+        raise
+
+
+def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
@@ -92,22 +114,32 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/r2", mode="max",
                            save_top_k=1, save_last=True, enable_version_counter=False)
     per_batch = optimizer_steps_per_batch(model)
+    loggers = build_loggers(cfg, run_dir)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         max_steps=cfg.max_steps * per_batch,
         val_check_interval=cfg.val_every_n_steps,
         check_val_every_n_epoch=None,
         callbacks=[ckpt, history],
-        logger=build_loggers(cfg, run_dir),
+        logger=loggers,
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,
     )
-    start = time.perf_counter()
-    trainer.fit(model, datamodule=dm, ckpt_path=cfg.ckpt_path)
-    train_seconds = time.perf_counter() - start
-    if not trainer.is_global_zero:
-        return {}
+    try:
+        start = time.perf_counter()
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        train_seconds = time.perf_counter() - start
+        if not trainer.is_global_zero:
+            return {}
+        return _test(cfg, dm, model, ckpt, history, train_seconds, run_dir)
+    finally:
+        _finish_wandb(loggers)
 
+
+def _test(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, ckpt: ModelCheckpoint, history: History,
+          train_seconds: float, run_dir: Path) -> dict[str, Any]:
+    """Evaluate the best checkpoint on the test set; history.json and figures, then metrics.json (the
+    "finished" mark, so a run that dies before it is redone)."""
     best_path = ckpt.best_model_path or ckpt.last_model_path
     best = Pix2Pix.load_from_checkpoint(best_path, map_location="cpu") if best_path else model.cpu()
     dm.setup("test")
@@ -124,12 +156,20 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "finished": True,
     }
-    write_metrics(result, run_dir / "metrics.json", extra)
     hist = history.as_dict()
     (run_dir / "history.json").write_text(json.dumps(hist))
     _figures(cfg, dm, best, x_test, y_test, pred, hist, run_dir)
+    write_metrics(result, run_dir / "metrics.json", extra)
     _report(result, extra, run_dir)
     return result | extra
+
+
+def _finish_wandb(loggers: list[Any]) -> None:
+    """Close this run's W&B run: otherwise the next run of a multirun in the same process logs into it."""
+    if any(isinstance(logger, WandbLogger) for logger in loggers):
+        import wandb
+
+        wandb.finish()
 
 
 def _figures(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, x: torch.Tensor, y: torch.Tensor,
