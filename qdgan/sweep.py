@@ -1,0 +1,206 @@
+"""Studies (conf/study/): run one as a Hydra multirun of train.py, then summarize every run it holds.
+
+    python sweep.py study=<name> [aggregate_only=true] [copy_to=DIR] [train.py and hydra overrides ...]
+
+The runs of a study are the product of the study's `hydra.sweeper.params` and any sweeps on the command
+line (a command-line key replaces the study's). Each run lives in `<hydra.sweep.dir>/<its overrides>`, so
+the same command finds its runs again: finished ones are skipped (train.py's `resume: auto`), interrupted
+ones continue from their last checkpoint, failed and missing ones are redone. The launcher is Hydra's:
+`hydra/launcher=joblib hydra.launcher.n_jobs=2` for parallel CPU runs, `hydra/launcher=submitit_slurm ...`
+on a cluster. `aggregate_only=true` only rewrites the summary; pass the same overrides as the run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+from qdgan import rundir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+TRAIN = ROOT / "train.py"
+X_SCALES = ("linear", "log", "category")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a study: its swept overrides, its directory and where it sits in the study's figure."""
+
+    swept: dict[str, str]
+    run_dir: Path
+    settings: rundir.Settings = field(repr=False)  # to tell a finished run of another config (stale)
+    n_pt: int | None  # patch size of D; None without a discriminator (adv_weight 0)
+    n_train: int
+    x: Any
+    series: str
+    annotation: str
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.swept.items()) or "(base config)"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A study as conf/study/<name>.yaml and the command line define it (its `study:` node)."""
+
+    name: str
+    sweep_dir: Path
+    jobs: list[Job]
+    x_label: str
+    x_scale: str
+    metrics: list[str]
+
+
+@dataclass(frozen=True)
+class Command:
+    study: str
+    aggregate_only: bool
+    copy_to: Path | None
+    overrides: list[str]  # passed on to train.py -m
+
+
+def parse_command_line(argv: Sequence[str]) -> Command:
+    """Split sweep.py's own keys (study, aggregate_only, copy_to) from the overrides meant for train.py."""
+    own: dict[str, str] = {}
+    rest: list[str] = []
+    for arg in argv:
+        if arg.startswith("-"):
+            raise SystemExit(f"error: {arg}: sweep.py takes key=value arguments only (see python sweep.py --help)")
+        key, _, value = arg.partition("=")
+        if key in ("study", "aggregate_only", "copy_to"):
+            own[key] = value
+        else:
+            rest.append(arg)
+    if not own.get("study"):
+        raise SystemExit(f"error: study=<name> is required; one of {', '.join(available_studies())}")
+    if own["study"] not in available_studies():
+        raise SystemExit(f"error: study={own['study']}: no conf/study/{own['study']}.yaml; "
+                         f"expected one of {', '.join(available_studies())}")
+    flag = own.get("aggregate_only", "false").lower()
+    if flag not in ("true", "false"):
+        raise SystemExit(f"error: aggregate_only={flag}; expected true or false")
+    copy_to = Path(own["copy_to"]) if own.get("copy_to") else None
+    return Command(own["study"], flag == "true", copy_to, rest)
+
+
+def available_studies() -> list[str]:
+    return sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+
+
+def plan_study(name: str, overrides: Sequence[str]) -> Study:
+    """Expand the study's sweep as Hydra's basic sweeper does and compose every run's config."""
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(overrides))
+    hydra_args = [o.input_line for o in parsed if o.is_hydra_override()]
+    task = [o for o in parsed if not o.is_hydra_override()]
+    fixed = [o.input_line for o in task if not o.is_sweep_override()]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = compose("train", overrides=[f"study={name}", *hydra_args, *fixed], return_hydra_config=True)
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
+        product = parser.parse_overrides([f"study={name}", *params, *[o.input_line for o in task]])
+        final = {o.get_key_element(): o for o in product}  # the last override of a key wins, as in Hydra
+        swept = [k for k, o in final.items() if o.is_sweep_override()]
+        combos = BasicSweeper.split_arguments(product, None)[0]
+        jobs = [_job(compose("train", overrides=[*hydra_args, *combo], return_hydra_config=True), combo, swept)
+                for combo in combos]
+    GlobalHydra.instance().clear()
+    _check_dir_names([j.run_dir.relative_to(base.hydra.sweep.dir) for j in jobs])
+    s = base.study
+    if s.x_scale not in X_SCALES:
+        raise SystemExit(f"error: study.x_scale={s.x_scale}; expected one of {', '.join(X_SCALES)}")
+    return Study(name=s.name, sweep_dir=Path(base.hydra.sweep.dir), jobs=jobs, x_label=str(s.x_label),
+                 x_scale=s.x_scale, metrics=list(s.metrics))
+
+
+def _check_dir_names(subdirs: Sequence[Path], limit: int = 255) -> None:
+    """Fail before launching when an override-named run dir would exceed the file-name limit."""
+    for sub in subdirs:
+        if long := [part for part in sub.parts if len(part) > limit]:
+            raise SystemExit(
+                f"error: run dir name {long[0][:80]}… has {len(long[0])} characters (limit {limit}): move fixed "
+                "overrides into the study config, or leave them out of the name with "
+                "hydra.job.config.override_dirname.exclude_keys=[...] (they still guard against stale results)")
+
+
+def _job(cfg: DictConfig, combo: Sequence[str], swept: Sequence[str]) -> Job:
+    from qdgan.networks import receptive_field  # torch: only once there is a study to plan
+
+    values = dict(item.split("=", 1) for item in combo)
+    d = cfg.discriminator
+    n_pt = receptive_field(d.n_strided, d.n_plain, d.kernel_size) if cfg.model.adv_weight else None
+    label = " ".join(f"{k}={values[k]}" for k in swept)
+    study = cfg.study
+    derived = {"patch_size": n_pt, "run": label or "(base config)"}
+    x = derived[study.x] if study.x in derived else _value(cfg, study.x)
+    HydraConfig.instance().set_config(cfg)  # for any ${hydra:...} among the settings
+    return Job(
+        swept={k: values[k] for k in swept},
+        run_dir=Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir),
+        settings=rundir.Settings.of(cfg),
+        n_pt=n_pt,
+        n_train=int(cfg.data.n_train),
+        x=x,
+        series=" ".join(f"{k}={_value(cfg, k)}" for k in study.series),
+        annotation=str(_value(cfg, study.annotate)) if study.annotate else "",
+    )
+
+
+def _value(cfg: DictConfig, key: str) -> Any:
+    """A config group's chosen option (discriminator → pixelgan1) or a config value (data.n_train → 400)."""
+    choices = cfg.hydra.runtime.choices
+    if key in choices:
+        return choices[key]
+    value = OmegaConf.select(cfg, key, default=None)
+    if value is None or OmegaConf.is_config(value):
+        raise SystemExit(f"error: study key {key!r} names neither a config group nor a config value")
+    return value
+
+
+def launch(name: str, overrides: Sequence[str]) -> int:
+    """`python train.py -m study=<name> ...` in this working directory; its return code."""
+    return subprocess.run([sys.executable, str(TRAIN), "-m", f"study={name}", *overrides], check=False).returncode
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run (unless aggregate_only) and summarize a study; 0 when every run finished, else 1."""
+    from qdgan import summary
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + f"\n\nStudies: {', '.join(available_studies())}")
+        return 0
+    cmd = parse_command_line(argv)
+    study = plan_study(cmd.study, cmd.overrides)
+    if not cmd.aggregate_only:
+        todo = [j for j in study.jobs if rundir.status(j.run_dir, j.settings)[0] != rundir.FINISHED]
+        if todo:
+            print(f"study {study.name}: {len(todo)} of {len(study.jobs)} runs to do, in {study.sweep_dir}", flush=True)
+            rc = launch(cmd.study, cmd.overrides)
+            if rc:
+                print(f"train.py -m exited with {rc}; summarizing the runs as they are", flush=True)
+        else:
+            print(f"study {study.name}: all {len(study.jobs)} runs finished, in {study.sweep_dir}", flush=True)
+    rows = summary.collect(study)
+    written = summary.write(study, rows)
+    if cmd.copy_to:
+        written = summary.copy(written, cmd.copy_to / study.name)
+    print(summary.markdown_table(rows))
+    print("wrote " + ", ".join(str(p) for p in written))
+    done = sum(r.status == rundir.FINISHED for r in rows)
+    if done < len(rows):
+        print(f"{len(rows) - done} of {len(rows)} runs not finished (see the status column)")
+        return 1
+    return 0
