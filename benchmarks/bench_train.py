@@ -107,8 +107,8 @@ def time_bare_baseline(width: int, batch: int, steps: int, warmup: int) -> float
     return 1e3 * float(np.median(times))
 
 
-def time_inference(n: int, repeats: int) -> dict[str, float]:
-    """Generator densities/s (eval, batch 100, fp32, ngf 64, all torch threads) vs ED solves/s of the same
+def time_inference(n: int, repeats: int, width: int = 64) -> dict[str, float]:
+    """Generator densities/s (eval, batch 100, fp32, all torch threads) vs ED solves/s of the same
     potentials on all cores (one single-threaded process per core, as physics.generate runs)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -121,7 +121,7 @@ def time_inference(n: int, repeats: int) -> dict[str, float]:
     cfg = PhysicsConfig()
     rng = np.random.default_rng(0)
     pots = [random_potential(rng, cfg) for _ in range(n)]
-    net = model(64, VARIANTS["fp32"]).eval()
+    net = model(width, VARIANTS["fp32"]).eval()
     net.scale.copy_(torch.tensor([0.0, 0.5, 0.0, 0.05], dtype=torch.float64))
     x = torch.from_numpy(np.stack(pots).astype(np.float32))
     workers = os.cpu_count() or 1
@@ -144,8 +144,8 @@ def time_inference(n: int, repeats: int) -> dict[str, float]:
         else:
             os.environ[k] = v
     gan, ed = n / np.median(t_gan), n / np.median(t_ed)
-    return {"gan_per_s": gan, "ed_per_s": ed, "speedup": gan / ed, "torch_threads": torch.get_num_threads(),
-            "ed_workers": workers}
+    return {"width": width, "gan_per_s": gan, "ed_per_s": ed, "speedup": gan / ed,
+            "torch_threads": torch.get_num_threads(), "ed_workers": workers}
 
 
 def main() -> None:
@@ -183,11 +183,13 @@ def main() -> None:
                       + f"  (runs {', '.join(f'{r:.1f}' for r in runs)})", flush=True)
     out = {"training": results}
     if args.inference:
-        out["inference"] = time_inference(args.inference, args.repeats)
-        inf = out["inference"]
-        print(f"inference: {inf['gan_per_s']:.0f} densities/s (generator ngf 64, batch 100, {inf['torch_threads']} "
-              f"threads) vs {inf['ed_per_s']:.1f} ED solves/s ({inf['ed_workers']} processes): "
-              f"{inf['speedup']:.1f}× faster")
+        out["inference"] = []
+        for width in args.widths:
+            inf = time_inference(args.inference, args.repeats, width)
+            out["inference"].append(inf)
+            print(f"inference: {inf['gan_per_s']:.0f} densities/s (generator ngf {width}, batch 100, "
+                  f"{inf['torch_threads']} threads) vs {inf['ed_per_s']:.1f} ED solves/s ({inf['ed_workers']} "
+                  f"processes): {inf['speedup']:.1f}× faster", flush=True)
     print(f"load after: {os.getloadavg()}")
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))

@@ -32,27 +32,47 @@ def evaluate(model: Pix2Pix, inputs: torch.Tensor, targets: torch.Tensor, indice
     per-sample L1/L2/L∞ (eqs. 11–13), SSIM, MSSIM and, for densities, |∫ñ − N|."""
     pred = predict(model, inputs, batch_size)
     ref = targets.float()
-    per: dict[str, torch.Tensor] = {
-        "l1": metrics.l1_error(pred, ref), "l2": metrics.l2_error(pred, ref),
-        "linf": metrics.linf_error(pred, ref), "ssim": metrics.ssim(pred, ref),
-        "mssim": metrics.mssim(pred, ref),
-    }
-    if model.hparams.is_density:
-        per["charge_error"] = metrics.charge_error(pred, float(model.physics[1]), float(model.physics[0]))
-    r2 = float(metrics.r2_score(pred, ref, model.target_mean.cpu()))
+    per = _per_sample(model, pred, ref)
     result = {
         "mapping": model.hparams.mapping,
         "n": len(ref),
-        "r2": r2,
+        "r2": float(metrics.r2_score(pred, ref, model.target_mean.cpu())),
         "mean": {k: float(v.double().mean()) for k, v in per.items()},
         "std": {k: float(v.double().std()) if len(v) > 1 else 0.0 for k, v in per.items()},
         "per_sample": {k: v.double().tolist() for k, v in per.items()},
         "units": {"l1": _unit(model), "l2": _unit(model), "linf": _unit(model), "ssim": "1", "mssim": "1",
                   "charge_error": "electrons"},
     }
+    if model.hparams.is_density:  # the same predictions projected onto n ≥ 0, ∫n = N (not used for training)
+        n_el, area = float(model.physics[1]), float(model.physics[0])
+        fixed = normalize_charge(pred, n_el, area)
+        per_fixed = _per_sample(model, fixed, ref)
+        result["charge_normalized"] = {
+            "r2": float(metrics.r2_score(fixed, ref, model.target_mean.cpu())),
+            "mean": {k: float(v.double().mean()) for k, v in per_fixed.items()},
+        }
     if indices is not None:
         result["indices"] = [int(i) for i in indices]
     return result, pred
+
+
+def normalize_charge(density: torch.Tensor, n_electrons: float, pixel_area: float) -> torch.Tensor:
+    """Project densities (B, H, W) onto the physical set: negative pixels to 0, then rescaled so that
+    h²·Σn = N exactly (eq. 7's normalization, which the generator only learns approximately)."""
+    positive = density.clamp(min=0)
+    charge = positive.sum(dim=(-2, -1), keepdim=True) * pixel_area
+    return positive * (n_electrons / charge.clamp(min=1e-12))
+
+
+def _per_sample(model: Pix2Pix, pred: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
+    per = {
+        "l1": metrics.l1_error(pred, ref), "l2": metrics.l2_error(pred, ref),
+        "linf": metrics.linf_error(pred, ref), "ssim": metrics.ssim(pred, ref),
+        "mssim": metrics.mssim(pred, ref),
+    }
+    if model.hparams.is_density:
+        per["charge_error"] = metrics.charge_error(pred, float(model.physics[1]), float(model.physics[0]))
+    return per
 
 
 def _unit(model: Pix2Pix) -> str:

@@ -140,6 +140,17 @@ def test_datamodule_rejects_bad_requests(tiny_data):
         instantiate(cfg.data, _recursive_=False).setup("fit")
 
 
+def test_normalize_charge_projects_onto_physical_densities():
+    from qdgan.evaluate import normalize_charge
+
+    d = torch.rand(3, 8, 8) - 0.2
+    fixed = normalize_charge(d, n_electrons=2.0, pixel_area=0.25)
+    assert float(fixed.min()) >= 0.0
+    torch.testing.assert_close(fixed.sum(dim=(1, 2)) * 0.25, torch.full((3,), 2.0))
+    positive = d.clamp(min=0)
+    assert torch.allclose(fixed / fixed.sum(), positive / positive.sum())  # only rescaled
+
+
 def test_batches_resume_mid_pass_and_split_across_ranks():
     x = torch.arange(20.0).view(20, 1, 1, 1)
     full = TensorBatches(x, x, batch_size=3, shuffle=True, seed=5)
@@ -178,6 +189,9 @@ def test_few_step_run_per_mapping(tiny_data, tmp_path, mapping):
     assert np.isfinite(metrics["r2"]) and result["r2"] == metrics["r2"]
     assert len(metrics["per_sample"]["l1"]) == 10
     assert ("charge_error" in metrics["mean"]) == (mapping != "nint_to_v")
+    assert ("charge_normalized" in metrics) == (mapping != "nint_to_v")
+    if "charge_normalized" in metrics:  # the projection onto n ≥ 0, ∫n = N fixes the charge exactly
+        assert metrics["charge_normalized"]["mean"]["charge_error"] < 1e-4
     for name in ("panels", "losses", "val_r2", "ssim_evolution"):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     assert (tmp_path / "checkpoints" / "best.ckpt").exists() and (tmp_path / "checkpoints" / "last.ckpt").exists()
