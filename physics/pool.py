@@ -8,6 +8,7 @@ bit-identical for workers=1 and workers=N. Workers ignore Ctrl-C and exit when t
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -22,7 +23,7 @@ from typing import Any
 from physics.config import PhysicsConfig
 from physics.instances import InstanceError, compute_instance
 
-__all__ = ["ONE_BLAS_THREAD", "solve_in_order"]
+__all__ = ["ONE_BLAS_THREAD", "job", "solve_in_order", "worker_pool"]
 
 ONE_BLAS_THREAD = {name: "1" for name in (
     "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -32,16 +33,14 @@ ONE_BLAS_THREAD = {name: "1" for name in (
 WINDOW_PER_WORKER = 8
 """Instances in flight per worker: enough to keep workers busy, bounded to keep memory flat."""
 
-_job: dict[str, Any] = {}
+job: dict[str, Any] = {}
+"""In a worker process: the keyword arguments `worker_pool` was opened with (config, seed, ...)."""
 
 
-def solve_in_order(instances: Iterable[int], cfg: PhysicsConfig, seed: int,
-                   workers: int) -> Iterator[dict[str, Any]]:
-    """`compute_instance(k, seed, cfg)` for each k of `instances`, in order, on `workers` processes.
-
-    A generator: the pool lives while it is iterated and is shut down when it is exhausted or
-    closed. A worker that dies (killed, out of memory) raises InstanceError instead of hanging.
-    """
+@contextlib.contextmanager
+def worker_pool(workers: int, **state: Any) -> Iterator[ProcessPoolExecutor]:
+    """A 'spawn' process pool whose workers use one BLAS thread, ignore Ctrl-C, exit when orphaned,
+    and find `state` in `physics.pool.job`. Shut down (pending work cancelled) on exit."""
     if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
         # In a loky worker (Hydra's joblib launcher) the default method is 'loky', which stdlib
         # spawn children are told to adopt and cannot: make this process's default a stdlib one.
@@ -49,22 +48,9 @@ def solve_in_order(instances: Iterable[int], cfg: PhysicsConfig, seed: int,
     saved = {k: os.environ.get(k) for k in ONE_BLAS_THREAD}
     os.environ.update(ONE_BLAS_THREAD)  # kept while the pool may start workers
     pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(cfg, seed, os.getpid()))
+                               initargs=(state, os.getpid()))
     try:
-        pending: deque[Future[dict[str, Any]]] = deque()
-        todo = iter(instances)
-        for k in todo:
-            pending.append(pool.submit(_solve, k))
-            if len(pending) >= workers * WINDOW_PER_WORKER:
-                break
-        while pending:
-            result = pending.popleft().result()
-            k = next(todo, None)
-            if k is not None:
-                pending.append(pool.submit(_solve, k))
-            yield result
-    except BrokenProcessPool as err:
-        raise InstanceError(f"a worker process died (killed, or out of memory?): {err}") from err
+        yield pool
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         for k, v in saved.items():
@@ -74,10 +60,35 @@ def solve_in_order(instances: Iterable[int], cfg: PhysicsConfig, seed: int,
                 os.environ[k] = v
 
 
-def _init_worker(cfg: PhysicsConfig, seed: int, parent_pid: int) -> None:
+def solve_in_order(instances: Iterable[int], cfg: PhysicsConfig, seed: int,
+                   workers: int) -> Iterator[dict[str, Any]]:
+    """`compute_instance(k, seed, cfg)` for each k of `instances`, in order, on `workers` processes.
+
+    A generator: the pool lives while it is iterated and is shut down when it is exhausted or
+    closed. A worker that dies (killed, out of memory) raises InstanceError instead of hanging.
+    """
+    with worker_pool(workers, cfg=cfg, seed=seed) as pool:
+        try:
+            pending: deque[Future[dict[str, Any]]] = deque()
+            todo = iter(instances)
+            for k in todo:
+                pending.append(pool.submit(_solve, k))
+                if len(pending) >= workers * WINDOW_PER_WORKER:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                k = next(todo, None)
+                if k is not None:
+                    pending.append(pool.submit(_solve, k))
+                yield result
+        except BrokenProcessPool as err:
+            raise InstanceError(f"a worker process died (killed, or out of memory?): {err}") from err
+
+
+def _init_worker(state: dict[str, Any], parent_pid: int) -> None:
     """Remember the job, leave Ctrl-C to the parent, and exit once orphaned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _job.update(cfg=cfg, seed=seed)
+    job.update(state)
 
     def watch() -> None:
         while os.getppid() == parent_pid:
@@ -88,4 +99,4 @@ def _init_worker(cfg: PhysicsConfig, seed: int, parent_pid: int) -> None:
 
 
 def _solve(k: int) -> dict[str, Any]:
-    return compute_instance(k, _job["seed"], _job["cfg"])
+    return compute_instance(k, job["seed"], job["cfg"])

@@ -4,18 +4,15 @@ The verification loops (predict `verify=true`, invert's n_int^(r) of Ṽ) call `
 every map. As in `physics.pool`, workers start through 'spawn' with one BLAS thread each, so every
 instance runs the same single-threaded code whatever the worker count (also workers=1: in this
 process torch's and BLAS's thread pools would compete and distort the ED time we report).
-Kept free of torch: spawned workers import only this module, numpy and physics.
+Kept free of torch: spawned workers import only this module, numpy and physics. The pool itself
+is `physics.pool.worker_pool`.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
-import signal
 import sys
-import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +22,7 @@ from tqdm import tqdm
 
 from physics.config import PhysicsConfig
 from physics.ed import solve
-from physics.pool import ONE_BLAS_THREAD
-
-_job: dict[str, Any] = {}
+from physics.pool import job, worker_pool
 
 
 class EDError(RuntimeError):
@@ -84,47 +79,19 @@ def solve_all(potentials: np.ndarray, cfg: PhysicsConfig, workers: int | None = 
 
 def _results(potentials: np.ndarray, cfg: PhysicsConfig, workers: int, labels: list[str]):
     jobs = ((v, label) for v, label in zip(potentials, labels, strict=True))
-    if mp.get_start_method(allow_none=True) not in (None, *mp.get_all_start_methods()):
-        mp.set_start_method("spawn", force=True)  # in a loky worker (Hydra joblib launcher), as physics.pool
-    saved = {k: os.environ.get(k) for k in ONE_BLAS_THREAD}
-    os.environ.update(ONE_BLAS_THREAD)  # inherited by the spawned workers
-    pool = ProcessPoolExecutor(workers, mp.get_context("spawn"), initializer=_init_worker,
-                               initargs=(cfg, os.getpid()))
-    try:
-        chunk = max(1, min(8, len(potentials) // (4 * workers)))
-        yield from pool.map(_solve_job, jobs, chunksize=chunk)
-    except BrokenProcessPool as err:
-        raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with worker_pool(workers, cfg=cfg) as pool:
+        try:
+            chunk = max(1, min(8, len(potentials) // (4 * workers)))
+            yield from pool.map(_solve_job, jobs, chunksize=chunk)
+        except BrokenProcessPool as err:
+            raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
 
 
-def _solve_one(potential: np.ndarray, label: str, cfg: PhysicsConfig) -> dict[str, Any]:
+def _solve_job(item: tuple[np.ndarray, str]) -> dict[str, Any]:
+    potential, label = item
     t0 = time.perf_counter()
     try:
-        gs = solve(potential, cfg)
+        gs = solve(potential, job["cfg"])
     except Exception as err:
         raise EDError(f"ED failed on {label}: {type(err).__name__}: {err}") from None
     return {"n0": gs.n0, "n_int": gs.n_int, "energy": gs.energy, "seconds": time.perf_counter() - t0}
-
-
-def _init_worker(cfg: PhysicsConfig, parent_pid: int) -> None:
-    """Remember the config, leave Ctrl-C to the parent, exit once orphaned (as physics.pool's workers)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _job["cfg"] = cfg
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()
-
-
-def _solve_job(job: tuple[np.ndarray, str]) -> dict[str, Any]:
-    return _solve_one(job[0], job[1], _job["cfg"])
