@@ -45,6 +45,15 @@ class DataStats:
     target_mean: torch.Tensor  # (H, W) β̄ of the training set
     pixel_area: float  # h², nm²
     n_electrons: int
+    input_code: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (log offset, lo, hi) of `encode_input`
+
+
+def encode_input(x: torch.Tensor, log_offset: float, lo: float, hi: float) -> torch.Tensor:
+    """Network input from physical values: log(x + offset) when offset > 0 (densities: exposes the
+    exponential tails, where the potential beyond the electrons is written), then [lo, hi] → [−1, 1]."""
+    if log_offset > 0:
+        x = torch.log(x.clamp(min=0) + log_offset)
+    return to_unit_range(x, lo, hi)
 
 
 def to_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -123,6 +132,7 @@ class EDDataModule(L.LightningDataModule):
         resize: int = 64,
         flip: bool = False,
         shuffle_seed: int = 0,
+        input_log_floor: float = 0.0,
         generate: Any = None,
     ) -> None:
         super().__init__()
@@ -146,6 +156,12 @@ class EDDataModule(L.LightningDataModule):
             raise ValueError(f"data.resize={resize!r}: expected an integer ≥ the image size {self.grid} "
                              "(resize then random-crop back; equal means no jitter)")
         self.resize, self.flip = resize, flip
+        if not (isinstance(input_log_floor, (int, float)) and 0 <= input_log_floor < 1):
+            raise ValueError(f"data.input_log_floor={input_log_floor!r}: expected 0 (linear input) or a floor in "
+                             "(0, 1) relative to the largest training input")
+        if input_log_floor > 0 and input == "potential":
+            raise ValueError("data.input_log_floor > 0 applies to density inputs; the input here is the potential")
+        self.input_log_floor = float(input_log_floor)
         self.generate_cfg = generate
         self.stats: DataStats | None = None
         self.splits: dict[str, np.ndarray] = {}
@@ -192,11 +208,14 @@ class EDDataModule(L.LightningDataModule):
         targets = torch.from_numpy(np.ascontiguousarray(ds[self.target][:], dtype=np.float32))
         train = torch.from_numpy(self.splits["train"])
         x_tr, y_tr = inputs[train], targets[train]
+        offset = self.input_log_floor * float(x_tr.max())
+        coded = torch.log(x_tr.clamp(min=0) + offset) if offset > 0 else x_tr
         self.stats = DataStats(
             input_min=float(x_tr.min()), input_max=float(x_tr.max()),
             target_min=float(y_tr.min()), target_max=float(y_tr.max()),
             target_mean=y_tr.double().mean(0).float(),
             pixel_area=self.physics.h_nm**2, n_electrons=self.physics.n_electrons,
+            input_code=(offset, float(coded.min()), float(coded.max())),
         )
         for q, lo, hi in (("input", self.stats.input_min, self.stats.input_max),
                           ("target", self.stats.target_min, self.stats.target_max)):
@@ -208,7 +227,7 @@ class EDDataModule(L.LightningDataModule):
             i = torch.from_numpy(idx)
             x, y = inputs[i], targets[i]
             self._physical[split] = (x, y)
-            self._tensors[split] = (to_unit_range(x, s.input_min, s.input_max).unsqueeze(1),
+            self._tensors[split] = (encode_input(x, *s.input_code).unsqueeze(1),
                                     to_unit_range(y, s.target_min, s.target_max).unsqueeze(1))
         log.info("data %s: %s ↦ %s, train/val/test = %d/%d/%d", self.path, self.input, self.target,
                  self.n_train, self.n_val, self.n_test)

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from qdgan import metrics
-from qdgan.datamodule import DataStats, from_unit_range, to_unit_range
+from qdgan.datamodule import DataStats, encode_input, from_unit_range
 
 GAN_MODES = ("vanilla", "lsgan")
 
@@ -76,6 +76,7 @@ class Pix2Pix(L.LightningModule):
         self.register_buffer("scale", torch.zeros(4, dtype=torch.float64))  # in_min, in_max, tg_min, tg_max
         self.register_buffer("target_mean", torch.zeros(size, size))
         self.register_buffer("physics", torch.zeros(2, dtype=torch.float64))  # pixel area nm², N
+        self.register_buffer("input_code", torch.zeros(3, dtype=torch.float64))  # encode_input: log offset, lo, hi
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -92,6 +93,13 @@ class Pix2Pix(L.LightningModule):
                                       dtype=torch.float64))
         self.target_mean.copy_(stats.target_mean)
         self.physics.copy_(torch.tensor([stats.pixel_area, stats.n_electrons], dtype=torch.float64))
+        self.input_code.copy_(torch.tensor(stats.input_code, dtype=torch.float64))
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints written before the input code existed used the linear input scaling."""
+        state = checkpoint["state_dict"]
+        if "input_code" not in state:
+            state["input_code"] = torch.tensor([0.0, *state["scale"][:2].tolist()], dtype=torch.float64)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -103,8 +111,8 @@ class Pix2Pix(L.LightningModule):
         return bool(self.scale[1] > self.scale[0])
 
     def scale_input(self, x: Tensor) -> Tensor:
-        lo, hi = self.scale[0].item(), self.scale[1].item()
-        return to_unit_range(x, lo, hi)
+        """Physical inputs → network inputs, exactly as the data module encoded the training inputs."""
+        return encode_input(x, *self.input_code.tolist())
 
     def unscale_target(self, y: Tensor) -> Tensor:
         lo, hi = self.scale[2].item(), self.scale[3].item()

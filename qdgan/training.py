@@ -112,7 +112,10 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> di
     model = build_model(cfg)
     history = History(cfg.history_every_n_steps, cfg.n_tracked, out=str(run_dir / "history.json"))
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/r2", mode="max",
-                           save_top_k=1, save_last=True, enable_version_counter=False)
+                           save_top_k=1, enable_version_counter=False)
+    # Lightning's save_last only saves when the monitored metric improved; resuming needs the latest state.
+    latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                             enable_version_counter=False)
     per_batch = optimizer_steps_per_batch(model)
     loggers = build_loggers(cfg, run_dir)
     trainer = L.Trainer(
@@ -120,7 +123,7 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> di
         max_steps=cfg.max_steps * per_batch,
         val_check_interval=cfg.val_every_n_steps,
         check_val_every_n_epoch=None,
-        callbacks=[ckpt, history],
+        callbacks=[ckpt, latest, history],
         logger=loggers,
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,
@@ -140,7 +143,7 @@ def _test(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, ckpt: ModelCheckpoi
           train_seconds: float, run_dir: Path) -> dict[str, Any]:
     """Evaluate the best checkpoint on the test set; history.json and figures, then metrics.json (the
     "finished" mark, so a run that dies before it is redone)."""
-    best_path = ckpt.best_model_path or ckpt.last_model_path
+    best_path = ckpt.best_model_path
     best = Pix2Pix.load_from_checkpoint(best_path, map_location="cpu") if best_path else model.cpu()
     dm.setup("test")
     x_test, y_test = dm.physical("test")

@@ -104,7 +104,7 @@ def make_dm(tiny_data: Path, mapping: str = "v_to_nint", **kw) -> EDDataModule:
 def test_datamodule_shapes_and_scaling_round_trip(tiny_data, mapping):
     dm = make_dm(tiny_data, mapping)
     x, y = next(iter(dm.train_dataloader()))
-    assert x.shape == y.shape == (1, 1, 64, 64)
+    assert x.shape == y.shape == (dm.batch_size, 1, 64, 64)
     xs, ys = dm._tensors["train"]
     assert float(xs.min()) == pytest.approx(-1) and float(xs.max()) == pytest.approx(1)
     assert float(ys.min()) == pytest.approx(-1) and float(ys.max()) == pytest.approx(1)
@@ -117,6 +117,25 @@ def test_datamodule_shapes_and_scaling_round_trip(tiny_data, mapping):
     ds = open_dataset(tiny_data)
     field = {"v_to_n0": "n0", "v_to_nint": "n_int", "n0_to_nint": "n_int", "nint_to_v": "potential"}[mapping]
     np.testing.assert_array_equal(py.numpy(), ds[field][:][dm.splits["train"]])
+
+
+def test_log_input_code_is_shared_by_data_module_and_model(tiny_data):
+    dm = make_dm(tiny_data, "nint_to_v", input_log_floor=1e-6)
+    offset, lo, hi = dm.stats.input_code
+    assert hi > lo
+    px, _ = dm.physical("train")
+    assert offset == pytest.approx(1e-6 * float(px.max()))
+    xs = dm._tensors["train"][0].squeeze(1)
+    assert float(xs.min()) == pytest.approx(-1) and float(xs.max()) == pytest.approx(1)
+    # the tails are resolved: far more distinct input levels below 1 % of the peak than linearly
+    small = px < 0.01 * px.max()
+    assert float(xs[small].std()) > 10 * float(to_unit_range(px, dm.stats.input_min, dm.stats.input_max)[small].std())
+    cfg = compose_train(["mapping=nint_to_v", "generator.ngf=4", "discriminator.ndf=4"])
+    model = build_model(cfg)
+    model.set_data_stats(dm.stats)
+    torch.testing.assert_close(model.scale_input(px), xs)
+    with pytest.raises(ValueError, match="input_log_floor"):
+        make_dm(tiny_data, "v_to_nint", input_log_floor=1e-6)
 
 
 def test_splits_are_disjoint_and_stable_when_n_train_shrinks(tiny_data):
@@ -211,6 +230,8 @@ def test_adv_weight_zero_trains_plain_unet(tiny_data, tmp_path):
 def test_resume_continues_the_same_curves(tiny_data, tmp_path):
     first = tmp_path / "first"
     run_tiny(compose_train(tiny_overrides(tiny_data, first, "max_steps=6")), first)
+    last = torch.load(first / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert int(last["state_dict"]["generator_steps"]) == 6  # the latest state, whether or not R² improved
     resumed = tmp_path / "resumed"
     ckpt = first / "checkpoints" / "last.ckpt"
     run_tiny(compose_train(tiny_overrides(tiny_data, resumed, "max_steps=12", f"ckpt_path={ckpt}")), resumed)
