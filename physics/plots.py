@@ -34,9 +34,14 @@ def plot_row(maps: Mapping[str, np.ndarray], length_nm: float, path: str | Path,
         show_map(ax, np.asarray(values), length_nm, name, titles[i] if titles else None)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 110) -> Path:
+    """Tight layout, PNG at `path` (parent folders created), and the figure closed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

@@ -14,18 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from scipy.signal import savgol_filter
 
-from physics.plots import CMAPS, UNITS
+from physics.plots import CMAPS, UNITS, save_figure
 
 LABELS = {"potential": "V", "n0": "n₀", "n_int": "n_int"}
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _imshow(ax: plt.Axes, values: np.ndarray, length_nm: float, cmap: str, title: str, unit: str,
@@ -54,7 +45,7 @@ def panels(inputs: np.ndarray, targets: np.ndarray, preds: np.ndarray, input_nam
         _imshow(axes[i, 2], preds[i], length_nm, CMAPS.get(target_name, "viridis"),
                 f"generated {LABELS.get(target_name, target_name)}~", t_unit, lo, hi)
         _imshow(axes[i, 3], np.abs(targets[i] - preds[i]), length_nm, "magma", "|error|", t_unit)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def smooth(values: Sequence[float], window: int = 40, order: int = 3) -> np.ndarray:
@@ -78,7 +69,7 @@ def loss_curves(history: dict[str, Any], path: str | Path) -> Path:
         ax.plot(steps[: len(vals)], smooth(vals), lw=2)
         ax.set_title(key.split("/")[-1])
         ax.set_xlabel("generator step")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def r2_curve(history: dict[str, Any], path: str | Path) -> Path:
@@ -92,7 +83,7 @@ def r2_curve(history: dict[str, Any], path: str | Path) -> Path:
         ax.legend()
     ax.set_xlabel("generator step")
     ax.set_ylabel("validation R²")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def ssim_evolution(history: dict[str, Any], path: str | Path) -> Path:
@@ -108,7 +99,7 @@ def ssim_evolution(history: dict[str, Any], path: str | Path) -> Path:
         ax.set_ylabel(key.upper())
         ax.set_xlabel("generator step")
         hist.set_xlabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def prediction_panels(inputs: np.ndarray, preds: np.ndarray, input_name: str, target_name: str,
@@ -122,7 +113,7 @@ def prediction_panels(inputs: np.ndarray, preds: np.ndarray, input_name: str, ta
                 f"{tag}input {LABELS.get(input_name, input_name)}", UNITS.get(input_name, ""))
         _imshow(axes[i, 1], preds[i], length_nm, CMAPS.get(target_name, "viridis"),
                 f"generated {LABELS.get(target_name, target_name)}~", UNITS.get(target_name, ""))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def inversion_panels(densities: np.ndarray, generated: np.ndarray, recomputed: np.ndarray, length_nm: float,
@@ -157,4 +148,4 @@ def inversion_panels(densities: np.ndarray, generated: np.ndarray, recomputed: n
                     v_unit)
         _imshow(row.pop(0), np.abs(densities[i] - recomputed[i]), length_nm, "magma", f"$|{d} - {d}^{{(r)}}|$",
                 n_unit)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -12,17 +12,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from physics.plots import save_figure
+
 METRIC_LABELS = {"r2": "test R²", "best_val_r2": "best validation R²", "l1": "L1", "l2": "L2", "linf": "L∞",
                  "ssim": "SSIM", "mssim": "MSSIM", "charge_error": "|∫ñ − N| (electrons)"}
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def metrics_vs_x(points: Sequence[Mapping[str, Any]], metrics: Sequence[str], x_label: str, x_scale: str,
@@ -58,7 +51,7 @@ def metrics_vs_x(points: Sequence[Mapping[str, Any]], metrics: Sequence[str], x_
         if any(series):
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def r2_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], title: str, path: str | Path) -> Path:
@@ -76,4 +69,4 @@ def r2_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], title
     if curves:
         ax.legend(fontsize=7, ncol=1 + len(curves) // 8)
     ax.set_title(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
