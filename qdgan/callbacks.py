@@ -63,12 +63,11 @@ class History(L.Callback):
         x, y = dm._tensors["test"]
         x, y = x[: self.n_tracked].to(pl_module.device), y[: self.n_tracked].to(pl_module.device)
         with torch.no_grad():
-            pred = pl_module.unscale_target(pl_module._eval_generator(x)).squeeze(1)
+            pred = pl_module.physical_prediction(x)
         ref = pl_module.unscale_target(y).squeeze(1)
         self.tracked["step"].append(step)
-        for name, fn in (("ssim", metrics.ssim), ("mssim", metrics.mssim), ("l1", metrics.l1_error),
-                         ("l2", metrics.l2_error), ("linf", metrics.linf_error)):
-            self.tracked[name].append(fn(pred, ref).double().cpu().tolist())
+        for name, values in metrics.per_sample_errors(pred, ref).items():
+            self.tracked[name].append(values.double().cpu().tolist())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.out and trainer.is_global_zero:

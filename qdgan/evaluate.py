@@ -22,7 +22,7 @@ def predict(model: Pix2Pix, inputs: torch.Tensor, batch_size: int = 100) -> torc
     outs = []
     for i in range(0, len(inputs), batch_size):
         x = model.scale_input(inputs[i : i + batch_size].to(model.device)).unsqueeze(1)
-        outs.append(model.unscale_target(model._eval_generator(x)).squeeze(1).cpu())
+        outs.append(model.physical_prediction(x).cpu())
     return torch.cat(outs) if outs else inputs.new_zeros((0, *inputs.shape[1:]))
 
 
@@ -32,7 +32,7 @@ def evaluate(model: Pix2Pix, inputs: torch.Tensor, targets: torch.Tensor, indice
     per-sample L1/L2/L∞ (eqs. 11–13), SSIM, MSSIM and, for densities, |∫ñ − N|."""
     pred = predict(model, inputs, batch_size)
     ref = targets.float()
-    per = _per_sample(model, pred, ref)
+    per = metrics.per_sample_errors(pred, ref, model.charge)
     result = {
         "mapping": model.hparams.mapping,
         "n": len(ref),
@@ -46,7 +46,7 @@ def evaluate(model: Pix2Pix, inputs: torch.Tensor, targets: torch.Tensor, indice
     if model.hparams.is_density:  # the same predictions projected onto n ≥ 0, ∫n = N (not used for training)
         n_el, area = float(model.physics[1]), float(model.physics[0])
         fixed = normalize_charge(pred, n_el, area)
-        per_fixed = _per_sample(model, fixed, ref)
+        per_fixed = metrics.per_sample_errors(fixed, ref, model.charge)
         result["charge_normalized"] = {
             "r2": float(metrics.r2_score(fixed, ref, model.target_mean.cpu())),
             "mean": {k: float(v.double().mean()) for k, v in per_fixed.items()},
@@ -63,16 +63,6 @@ def normalize_charge(density: torch.Tensor, n_electrons: float, pixel_area: floa
     charge = positive.sum(dim=(-2, -1), keepdim=True) * pixel_area
     return positive * (n_electrons / charge.clamp(min=1e-12))
 
-
-def _per_sample(model: Pix2Pix, pred: torch.Tensor, ref: torch.Tensor) -> dict[str, torch.Tensor]:
-    per = {
-        "l1": metrics.l1_error(pred, ref), "l2": metrics.l2_error(pred, ref),
-        "linf": metrics.linf_error(pred, ref), "ssim": metrics.ssim(pred, ref),
-        "mssim": metrics.mssim(pred, ref),
-    }
-    if model.hparams.is_density:
-        per["charge_error"] = metrics.charge_error(pred, float(model.physics[1]), float(model.physics[0]))
-    return per
 
 
 def _unit(model: Pix2Pix) -> str:

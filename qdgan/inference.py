@@ -123,8 +123,7 @@ def compare(pred: np.ndarray, ref: np.ndarray, mean_image: np.ndarray, quantity:
     (eq. 14) with β̄ = `mean_image`; R² is None when SS_tot = 0 (e.g. one instance against its own mean)."""
     p = torch.from_numpy(np.asarray(pred, dtype=np.float64))
     r = torch.from_numpy(np.asarray(ref, dtype=np.float64))
-    per = {"l1": metrics.l1_error(p, r), "l2": metrics.l2_error(p, r), "linf": metrics.linf_error(p, r),
-           "ssim": metrics.ssim(p, r), "mssim": metrics.mssim(p, r)}
+    per = metrics.per_sample_errors(p, r)
     mean = torch.from_numpy(np.asarray(mean_image, dtype=np.float64))
     ss_tot = float((r - mean).square().sum())
     r2 = float(metrics.r2_score(p, r, mean)) if ss_tot > 0 else None

@@ -167,6 +167,15 @@ class R2Score(Metric):
         return 1 - self.ss_res / self.ss_tot
 
 
+def per_sample_errors(pred: Tensor, ref: Tensor, charge: tuple[float, float] | None = None) -> dict[str, Tensor]:
+    """L1, L2, L∞ (eqs. 11–13), SSIM and MSSIM of each sample; with `charge` = (N, h²) also |h²Σñ − N|."""
+    out = {"l1": l1_error(pred, ref), "l2": l2_error(pred, ref), "linf": linf_error(pred, ref),
+           "ssim": ssim(pred, ref), "mssim": mssim(pred, ref)}
+    if charge is not None:
+        out["charge_error"] = charge_error(pred, *charge)
+    return out
+
+
 def charge_error(density: Tensor, n_electrons: float, pixel_area: float) -> Tensor:
     """|h²·Σ ñ − N| per image: the deviation of the generated density's integral from the electron
     count N, with `pixel_area` = h² in nm² and `density` in nm⁻²."""

@@ -126,18 +126,19 @@ class Pix2Pix(L.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self._nets["g"](x)
 
-    @torch.no_grad()
-    def predict_physical(self, inputs: Tensor) -> Tensor:
-        """Physical inputs (B, H, W) → physical predictions (B, H, W), in the module's current mode."""
-        x = self.scale_input(inputs.to(self.device, torch.float32)).unsqueeze(1)
-        return self.unscale_target(self(x)).squeeze(1)
-
-    def _eval_generator(self, x: Tensor) -> Tensor:
-        if self.hparams.eval_dropout:  # pix2pix's "noise at test time": dropout stays on
+    def physical_prediction(self, x: Tensor) -> Tensor:
+        """Scaled inputs (B, 1, H, W) → predictions (B, H, W) in physical units, as evaluated: dropout
+        (the noise γ) stays on only with `eval_dropout`, as the TF pix2pix does at test time."""
+        if self.hparams.eval_dropout:
             for m in self.generator.modules():
                 if isinstance(m, nn.Dropout):
                     m.train()
-        return self(x)
+        return self.unscale_target(self(x)).squeeze(1)
+
+    @property
+    def charge(self) -> tuple[float, float] | None:
+        """(N, h²) for the charge error of density mappings; None for potentials."""
+        return (float(self.physics[1]), float(self.physics[0])) if self.hparams.is_density else None
 
     # --- training --------------------------------------------------------------------------------
 
@@ -212,27 +213,13 @@ class Pix2Pix(L.LightningModule):
         self._val = {"r2": metrics.R2Score(self.target_mean).to(self.device), "sums": {}}
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        per_sample = self.evaluate_batch(batch)
-        self._val["r2"].update(per_sample.pop("_pred"), per_sample.pop("_ref"))
-        for k, v in per_sample.items():
+        x, y = batch
+        pred, ref = self.physical_prediction(x), self.unscale_target(y).squeeze(1)
+        self._val["r2"].update(pred, ref)
+        for k, v in metrics.per_sample_errors(pred, ref, self.charge).items():
             self._val["sums"].setdefault(k, []).append(v)
 
     def on_validation_epoch_end(self) -> None:
         self.log("val/r2", self._val["r2"].compute(), prog_bar=True)  # R2Score syncs DDP ranks itself
         for k, vals in self._val["sums"].items():
             self.log(f"val/{k}", torch.cat(vals).mean(), sync_dist=True)
-
-    def evaluate_batch(self, batch: tuple[Tensor, Tensor]) -> dict[str, Tensor]:
-        """Per-sample metrics in physical units (eqs. 11–13, SSIM, MSSIM, charge error)."""
-        x, y = batch
-        pred = self.unscale_target(self._eval_generator(x)).squeeze(1)
-        ref = self.unscale_target(y).squeeze(1)
-        out = {
-            "l1": metrics.l1_error(pred, ref), "l2": metrics.l2_error(pred, ref),
-            "linf": metrics.linf_error(pred, ref),
-            "ssim": metrics.ssim(pred, ref), "mssim": metrics.mssim(pred, ref),
-        }
-        if self.hparams.is_density:
-            out["charge_error"] = metrics.charge_error(pred, float(self.physics[1]), float(self.physics[0]))
-        out["_pred"], out["_ref"] = pred, ref
-        return out
