@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from qdgan.datamodule import TensorBatches
+from qdgan.datamodule import DataStats, TensorBatches
+from qdgan.evaluate import predict
 from qdgan.module import Pix2Pix
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,7 +123,9 @@ def time_inference(n: int, repeats: int, width: int = 64) -> dict[str, float]:
     rng = np.random.default_rng(0)
     pots = [random_potential(rng, cfg) for _ in range(n)]
     net = model(width, VARIANTS["fp32"]).eval()
-    net.scale.copy_(torch.tensor([0.0, 0.5, 0.0, 0.05], dtype=torch.float64))
+    net.set_data_stats(DataStats(input_min=0.0, input_max=0.5, target_min=0.0, target_max=0.05,
+                                 target_mean=torch.zeros(64, 64), pixel_area=cfg.h_nm**2,
+                                 n_electrons=cfg.n_electrons, input_code=(0.0, 0.0, 0.5)))
     x = torch.from_numpy(np.stack(pots).astype(np.float32))
     workers = os.cpu_count() or 1
     t_gan, t_ed = [], []
@@ -133,7 +136,7 @@ def time_inference(n: int, repeats: int, width: int = 64) -> dict[str, float]:
         for _ in range(repeats):
             t = time.perf_counter()
             for i in range(0, n, 100):
-                net.predict_physical(x[i : i + 100])
+                predict(net, x[i : i + 100])
             t_gan.append(time.perf_counter() - t)
             t = time.perf_counter()
             list(pool.map(_solve_chunk, [(pots[i::workers], cfg) for i in range(workers)]))
