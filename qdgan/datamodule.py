@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from physics import manifest
 from physics.config import PhysicsConfig
 from physics.dataset import open_dataset
 
@@ -295,9 +296,7 @@ def _physics_config(values: Any) -> PhysicsConfig:
 
 
 def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path) -> None:
-    a, b = found.to_dict(), wanted.to_dict()
-    diff = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
-    if diff:
-        listed = ", ".join(f"physics.{k}: data set {v[0]!r} vs config {v[1]!r}" for k, v in diff.items())
+    if differences := manifest.diff(found.to_dict(), wanted.to_dict(), "physics."):
+        listed = manifest.describe(differences, "data set", "config")
         raise ValueError(f"{path}: data set was generated with a different physics config ({listed}); "
                          "point data.path at another directory to generate a matching one")
