@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from qdgan.training import run  # torch loads after Hydra has parsed the command line
+    from qdgan.train.run import run  # torch loads after Hydra has parsed the command line
 
     hydra_cfg = HydraConfig.get()
     try:

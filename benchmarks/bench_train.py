@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from qdgan.datamodule import DataStats, TensorBatches
-from qdgan.evaluate import predict
-from qdgan.module import Pix2Pix
+from qdgan.datamodule import TensorBatches
+from qdgan.pix2pix import Pix2Pix
+from qdgan.scaling import DataStats
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_ed's worker function
@@ -136,7 +136,7 @@ def time_inference(n: int, repeats: int, width: int = 64) -> dict[str, float]:
         for _ in range(repeats):
             t = time.perf_counter()
             for i in range(0, n, 100):
-                predict(net, x[i : i + 100])
+                net.predict_maps(x[i : i + 100])
             t_gan.append(time.perf_counter() - t)
             t = time.perf_counter()
             list(pool.map(_solve_chunk, [(pots[i::workers], cfg) for i in range(workers)]))

@@ -94,12 +94,15 @@ class PhysicsConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> PhysicsConfig:
-        """Build from a plain or OmegaConf mapping, rejecting unknown fields by name.
+    def from_mapping(cls, values: Mapping[str, Any] | PhysicsConfig) -> PhysicsConfig:
+        """The one way to build a PhysicsConfig: from a plain or OmegaConf mapping (a Hydra `physics`
+        group; interpolations resolved, unknown fields rejected by name) or an existing one.
 
         Integers given for float fields become floats, so `length_nm=30` and `30.0` are one config
         (equal, with equal data-set hashes).
         """
+        if isinstance(values, PhysicsConfig):
+            return values
         fields = {f.name: f for f in dataclasses.fields(cls)}
         data = {k: v for k, v in dict(values).items() if k != "_target_"}
         unknown = sorted(set(data) - set(fields))
@@ -109,6 +112,23 @@ class PhysicsConfig:
             if isinstance(fields[name].default, float) and isinstance(value, int) and not isinstance(value, bool):
                 data[name] = float(value)
         return cls(**data)
+
+
+def diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted field, old value, new value) for every leaf where two nested dicts differ."""
+    out = []
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += diff(a, b, f"{prefix}{key}.")
+        elif a != b or type(a) is not type(b):
+            out.append((f"{prefix}{key}", a, b))
+    return out
+
+
+def describe(differences: list[tuple[str, Any, Any]], old: str, new: str) -> str:
+    """'field: <old> a, <new> b; …' — one line naming every difference found by `diff`."""
+    return "; ".join(f"{k}: {old} {a!r}, {new} {b!r}" for k, a, b in differences)
 
 
 def _positive(cfg: PhysicsConfig, *names: str) -> None:

@@ -22,9 +22,10 @@ import h5py
 import numpy as np
 
 from physics.config import PhysicsConfig
+from physics.files import is_temporary
 from physics.instances import instance_seed
 from physics.manifest import MANIFEST, Identity, check_header, load, shard_entry
-from physics.shards import FIELDS, DatasetError, ShardHeader, digest, is_temporary, parse_name, read_header
+from physics.shards import FIELDS, DatasetError, ShardHeader, digest, parse_name, read_header
 
 __all__ = ["Dataset", "DatasetError", "FieldView", "ValidationReport", "instance_seed", "open_dataset"]
 

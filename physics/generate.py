@@ -27,12 +27,13 @@ from tqdm import tqdm
 
 from physics import manifest
 from physics.config import ConfigError, PhysicsConfig
+from physics.files import temporary_files
 from physics.instances import InstanceError
 from physics.manifest import Identity
 from physics.pool import solve_in_order
-from physics.shards import FIELDS, DatasetError, read_header, temporary_files, write_shard
+from physics.shards import FIELDS, DatasetError, read_header, write_shard
 
-__all__ = ["Plan", "generate", "main", "physics_config", "plan_from_config", "select_shards"]
+__all__ = ["Plan", "generate", "main", "plan_from_config", "select_shards"]
 
 log = logging.getLogger("physics.generate")
 
@@ -46,12 +47,6 @@ class Plan:
     shards: range
     workers: int
     config: dict[str, Any]  # resolved Hydra config, recorded in the manifest by the creating job
-
-
-def physics_config(values: Any) -> PhysicsConfig:
-    """PhysicsConfig from a (Hydra) mapping (`physics.length_nm=30` and `=30.0` are the same config)."""
-    data = OmegaConf.to_container(values, resolve=True) if isinstance(values, DictConfig) else dict(values)
-    return PhysicsConfig.from_mapping(data)
 
 
 def select_shards(n_shards: int, shards: str | None, part: int, parts: int) -> range:
@@ -88,7 +83,7 @@ def resolve_workers(workers: int | None) -> int:
 
 def plan_from_config(cfg: DictConfig) -> Plan:
     """Validate the composed `conf/generate.yaml` and turn it into a Plan (ConfigError names the field)."""
-    identity = Identity(physics_config(cfg.physics), cfg.seed, cfg.n_samples, cfg.shard_size)
+    identity = Identity(PhysicsConfig.from_mapping(cfg.physics), cfg.seed, cfg.n_samples, cfg.shard_size)
     shards = select_shards(identity.n_shards, cfg.shards, cfg.part, cfg.parts)
     return Plan(identity, Path(to_absolute_path(str(cfg.out_dir))), shards, resolve_workers(cfg.workers),
                 OmegaConf.to_container(cfg, resolve=True))

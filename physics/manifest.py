@@ -14,26 +14,15 @@ import functools
 import hashlib
 import importlib.metadata
 import json
-import os
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from physics.config import ConfigError, PhysicsConfig
-from physics.shards import (
-    FIELDS,
-    FORMAT,
-    DatasetError,
-    ShardHeader,
-    atomic_write_bytes,
-    fsync_dir,
-    read_header,
-    shard_name,
-    shard_range,
-)
+from physics.config import ConfigError, PhysicsConfig, describe, diff
+from physics.files import atomic_write_bytes
+from physics.shards import FIELDS, FORMAT, DatasetError, ShardHeader, read_header, shard_name, shard_range
 
 __all__ = [
     "MANIFEST",
@@ -42,7 +31,6 @@ __all__ = [
     "check_header",
     "code_version",
     "create_or_check",
-    "diff",
     "finalize",
     "load",
 ]
@@ -103,22 +91,6 @@ class Identity:
             raise DatasetError(f"{source}: invalid identity: {err}") from err
 
 
-def diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """(dotted field, old value, new value) for every leaf where two nested dicts differ."""
-    out = []
-    for key in sorted(set(old) | set(new), key=str):
-        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += diff(a, b, f"{prefix}{key}.")
-        elif a != b or type(a) is not type(b):
-            out.append((f"{prefix}{key}", a, b))
-    return out
-
-
-def describe(differences: list[tuple[str, Any, Any]], old: str, new: str) -> str:
-    return "; ".join(f"{k}: {old} {a!r}, {new} {b!r}" for k, a, b in differences)
-
-
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """'qdgan <version> git <commit>[+dirty]' of the checkout this module runs from."""
@@ -141,8 +113,8 @@ def code_version() -> str:
 def create_or_check(directory: Path, identity: Identity, generate_config: dict[str, Any]) -> dict[str, Any]:
     """Create `directory/manifest.json` for `identity`, or check that the existing one matches it.
 
-    Concurrent creators cannot overwrite each other (see `_create_exclusive`); exactly one wins and
-    the others compare. A mismatch raises DatasetError naming every differing field.
+    Concurrent creators cannot overwrite each other (an exclusive atomic write, physics.files); exactly
+    one wins and the others compare. A mismatch raises DatasetError naming every differing field.
     """
     path = directory / MANIFEST
     manifest = {
@@ -157,7 +129,7 @@ def create_or_check(directory: Path, identity: Identity, generate_config: dict[s
                    for name, f in FIELDS.items()},
         "shards": None,
     }
-    if not path.exists() and _create_exclusive(path, (json.dumps(manifest, indent=1) + "\n").encode()):
+    if not path.exists() and atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode(), exclusive=True):
         return manifest
     existing = _load_settled(directory)
     differences = diff(existing["identity"], identity.to_dict())
@@ -166,38 +138,6 @@ def create_or_check(directory: Path, identity: Identity, generate_config: dict[s
             f"{path} was written for a different data set; differing field(s): "
             f"{describe(differences, 'existing', 'requested')}. Use another out_dir or the same config.")
     return existing
-
-
-def _create_exclusive(path: Path, data: bytes) -> bool:
-    """Create `path` holding `data` unless it exists; False if another writer was first.
-
-    A complete temporary file is hard-linked to the final name (atomic, fails if the name exists).
-    Where hard links are unsupported, O_EXCL creation is the fallback (then a racing reader may see
-    a partial file for a moment, which `_load_settled` waits out).
-    """
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        except OSError:  # no hard links on this file system
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-    return True
 
 
 def _load_settled(directory: Path, wait_s: float = 10.0) -> dict[str, Any]:

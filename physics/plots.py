@@ -11,7 +11,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-UNITS = {"potential": "eV", "n0": "nm⁻²", "n_int": "nm⁻²"}
+from physics.shards import FIELDS
+
+UNITS = {name: f.unit.replace("^-2", "⁻²") for name, f in FIELDS.items() if f.is_map}
+"""Map units as figure labels, from the one units table (physics.shards.FIELDS)."""
 LABELS = {"potential": "$V_{xy}$", "n0": "$n_0$", "n_int": "$n_{int}$"}
 CMAPS = {"potential": "cividis", "n0": "inferno", "n_int": "inferno"}
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +19,19 @@ from typing import Any
 import h5py
 import numpy as np
 
+from physics.files import atomic_path
+
 __all__ = [
     "FIELDS",
     "FORMAT",
     "DatasetError",
     "Field",
     "ShardHeader",
-    "atomic_write_bytes",
     "digest",
-    "fsync_dir",
-    "is_temporary",
     "parse_name",
     "read_header",
     "shard_name",
     "shard_range",
-    "temporary_files",
     "write_shard",
 ]
 
@@ -89,47 +85,12 @@ def parse_name(name: str) -> tuple[int, int] | None:
     return (int(match[1]), int(match[2])) if match else None
 
 
-def is_temporary(name: str) -> bool:
-    """True for the hidden names shards (and manifests) are written under before their rename."""
-    return name.startswith(".") and name.endswith(".tmp")
-
-
-def temporary_files(directory: Path, final_name: str) -> list[Path]:
-    """Leftover temporary files of `final_name` in `directory` (from writers that died)."""
-    return sorted(directory.glob(f".{final_name}.*.tmp"))
-
-
 def digest(array: np.ndarray) -> str:
     """SHA-256 of an array's dtype, shape and C-order bytes (hex); the per-field shard checksum."""
     arr = np.ascontiguousarray(array)
     h = hashlib.sha256(f"{arr.dtype.str}{arr.shape}".encode())
     h.update(memoryview(arr).cast("B"))
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a fsynced temporary file and an atomic rename."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename in `directory` durable (no-op where directories cannot be fsynced)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_shard(directory: Path, start: int, stop: int, arrays: Mapping[str, np.ndarray],
@@ -148,25 +109,16 @@ def write_shard(directory: Path, start: int, stop: int, arrays: Mapping[str, np.
             raise ValueError(f"field {name!r} has {arr.shape[:1]} instances, expected {n}")
         data[name] = arr
     final = directory / shard_name(start, stop)
-    tmp = directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        with h5py.File(tmp, "w", locking=False) as f:
-            for name, arr in data.items():
-                dset = f.create_dataset(name, data=arr)
-                dset.attrs["unit"] = FIELDS[name].unit
-            f.attrs["format"] = FORMAT
-            f.attrs["start"] = start
-            f.attrs["stop"] = stop
-            f.attrs["sha256"] = json.dumps({k: digest(v) for k, v in data.items()}, sort_keys=True)
-            for key, value in attrs.items():
-                f.attrs[key] = value
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(directory)
+    with atomic_path(final) as tmp, h5py.File(tmp, "w", locking=False) as f:
+        for name, arr in data.items():
+            dset = f.create_dataset(name, data=arr)
+            dset.attrs["unit"] = FIELDS[name].unit
+        f.attrs["format"] = FORMAT
+        f.attrs["start"] = start
+        f.attrs["stop"] = stop
+        f.attrs["sha256"] = json.dumps({k: digest(v) for k, v in data.items()}, sort_keys=True)
+        for key, value in attrs.items():
+            f.attrs[key] = value
     return final
 
 

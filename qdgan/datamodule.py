@@ -1,10 +1,8 @@
 """`EDDataModule`: ED data sets (physics.dataset) as in-memory tensors for one mapping α ↦ β.
 
-Split (paper §IV: 4800/100/100): one permutation of the data set fixed by `split_seed`; test takes
-the first `n_test` indices, validation the next `n_val`, training the next `n_train`, so lowering
-`n_train` (training-size study) never changes validation or test. Each quantity is scaled to
-[−1, 1] by the min/max of its *training* values; `stats` carries those numbers and the training-set
-mean target image β̄ (for R², eqs. 14–16) to the model, which stores them in its checkpoint.
+The split and the scaling are `qdgan.scaling`'s: each quantity is scaled to [−1, 1] by the min/max
+of its *training* values; `stats` carries those numbers and the training-set mean target image β̄
+(for R², eqs. 14–16) to the model, which stores them in its checkpoint.
 Random jitter (resize to `resize`² then random crop back, paper §IV) and optional flips run on whole
 batches after transfer to the device; batches are index gathers from resident tensors — no per-step
 file I/O and no per-sample Python.
@@ -15,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,47 +22,11 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-from physics import manifest
-from physics.config import PhysicsConfig
+from physics.config import PhysicsConfig, describe, diff
 from physics.dataset import open_dataset
+from qdgan.scaling import QUANTITIES, DataStats, encode_input, fit_stats, split_indices, to_unit_range
 
 log = logging.getLogger(__name__)
-
-QUANTITIES = ("potential", "n0", "n_int")
-"""Fields of the data set a mapping can read (eV, nm⁻², nm⁻²)."""
-
-
-@dataclass(frozen=True)
-class DataStats:
-    """Scaling and reference statistics from the training split, in physical units."""
-
-    input_min: float
-    input_max: float
-    target_min: float
-    target_max: float
-    target_mean: torch.Tensor  # (H, W) β̄ of the training set
-    pixel_area: float  # h², nm²
-    n_electrons: int
-    input_code: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (log offset, lo, hi) of `encode_input`
-
-
-def encode_input(x: torch.Tensor, log_offset: float, lo: float, hi: float) -> torch.Tensor:
-    """Network input from physical values: log(x + offset) when offset > 0 (densities: exposes the
-    exponential tails, where the potential beyond the electrons is written), then [lo, hi] → [−1, 1]."""
-    if log_offset > 0:
-        x = torch.log(x.clamp(min=0) + log_offset)
-    return to_unit_range(x, lo, hi)
-
-
-def to_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Physical values in [lo, hi] → [−1, 1] (the generator's tanh range)."""
-    return (x - lo) * (2.0 / (hi - lo)) - 1.0
-
-
-def from_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Inverse of `to_unit_range`."""
-    return (x + 1.0) * (0.5 * (hi - lo)) + lo
-
 
 class TensorBatches:
     """Mini-batches gathered from resident tensors; reshuffled each pass from (seed, pass number).
@@ -148,7 +109,7 @@ class EDDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={value!r}: expected a positive integer")
         self.path = Path(path)
         self.input, self.target = input, target
-        self.physics = _physics_config(physics)
+        self.physics = PhysicsConfig.from_mapping(physics)
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -195,34 +156,18 @@ class EDDataModule(L.LightningDataModule):
             return
         ds = open_dataset(self.path)
         _check_same_physics(ds.config, self.physics, self.path)
-        need = self.n_train + self.n_val + self.n_test
-        if len(ds) < need:
-            raise ValueError(f"{self.path}: holds {len(ds)} instances, but data.n_train + data.n_val + "
-                             f"data.n_test = {self.n_train} + {self.n_val} + {self.n_test} = {need}")
-        order = np.random.default_rng(self.split_seed).permutation(len(ds))
-        self.splits = {
-            "test": np.sort(order[: self.n_test]),
-            "val": np.sort(order[self.n_test : self.n_test + self.n_val]),
-            "train": np.sort(order[self.n_test + self.n_val : need]),
-        }
+        try:
+            self.splits = split_indices(len(ds), self.split_seed, self.n_train, self.n_val, self.n_test)
+        except ValueError as err:
+            raise ValueError(f"data.path={self.path}: {err} (data.n_train, data.n_val, data.n_test)") from None
         inputs = torch.from_numpy(np.ascontiguousarray(ds[self.input][:], dtype=np.float32))
         targets = torch.from_numpy(np.ascontiguousarray(ds[self.target][:], dtype=np.float32))
         train = torch.from_numpy(self.splits["train"])
-        x_tr, y_tr = inputs[train], targets[train]
-        offset = self.input_log_floor * float(x_tr.max())
-        coded = torch.log(x_tr.clamp(min=0) + offset) if offset > 0 else x_tr
-        self.stats = DataStats(
-            input_min=float(x_tr.min()), input_max=float(x_tr.max()),
-            target_min=float(y_tr.min()), target_max=float(y_tr.max()),
-            target_mean=y_tr.double().mean(0).float(),
-            pixel_area=self.physics.h_nm**2, n_electrons=self.physics.n_electrons,
-            input_code=(offset, float(coded.min()), float(coded.max())),
-        )
-        for q, lo, hi in (("input", self.stats.input_min, self.stats.input_max),
-                          ("target", self.stats.target_min, self.stats.target_max)):
-            if not hi > lo:
-                raise ValueError(f"{self.path}: training {getattr(self, q)!r} values are constant ({lo}); "
-                                 "cannot scale them to [-1, 1]")
+        try:
+            self.stats = fit_stats(inputs[train], targets[train], self.input_log_floor, self.physics.h_nm**2,
+                                   self.physics.n_electrons)
+        except ValueError as err:
+            raise ValueError(f"data.path={self.path}: {err} ({self.input} ↦ {self.target})") from None
         s = self.stats
         for split, idx in self.splits.items():
             i = torch.from_numpy(idx)
@@ -236,6 +181,10 @@ class EDDataModule(L.LightningDataModule):
     def physical(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscaled (input, target) of a split, physical units, shape (n, H, W)."""
         return self._physical[split]
+
+    def scaled(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network-scale (input, target) of a split, shape (n, 1, H, W)."""
+        return self._tensors[split]
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
         x, y = self._tensors[split]
@@ -287,16 +236,8 @@ def jitter(x: torch.Tensor, y: torch.Tensor, resize: int, flip: bool) -> tuple[t
     return x, y
 
 
-def _physics_config(values: Any) -> PhysicsConfig:
-    if isinstance(values, PhysicsConfig):
-        return values
-    if not isinstance(values, dict):
-        values = OmegaConf.to_container(OmegaConf.create(values), resolve=True)
-    return PhysicsConfig.from_mapping(values)
-
-
 def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path) -> None:
-    if differences := manifest.diff(found.to_dict(), wanted.to_dict(), "physics."):
-        listed = manifest.describe(differences, "data set", "config")
-        raise ValueError(f"{path}: data set was generated with a different physics config ({listed}); "
-                         "point data.path at another directory to generate a matching one")
+    if differences := diff(found.to_dict(), wanted.to_dict(), "physics."):
+        raise ValueError(f"{path}: data set was generated with a different physics config "
+                         f"({describe(differences, 'data set', 'config')}); point data.path at another "
+                         "directory to generate a matching one")

@@ -6,6 +6,8 @@ Images are (B, H, W) or (B, 1, H, W) tensors; per-image measures return a (B,) t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -174,6 +176,39 @@ def per_sample_errors(pred: Tensor, ref: Tensor, charge: tuple[float, float] | N
     if charge is not None:
         out["charge_error"] = charge_error(pred, *charge)
     return out
+
+
+def summarize(pred: Tensor, ref: Tensor, mean_image: Tensor, unit: str,
+              charge: tuple[float, float] | None = None) -> dict[str, Any]:
+    """The metrics report of a set of predictions, one dict for every consumer (metrics.json, predict,
+    invert): n, R² over the set (eq. 14, β̄ = `mean_image`; None when SS_tot = 0, e.g. one instance
+    against its own mean), the mean, std and per-sample values of `per_sample_errors`, and units.
+    Computed in the dtype of the inputs."""
+    per = per_sample_errors(pred, ref, charge)
+    mean = torch.as_tensor(mean_image).to(ref)
+    ss_res, ss_tot = _sums_of_squares(pred, ref, mean)
+    units = {"l1": unit, "l2": unit, "linf": unit, "ssim": "1", "mssim": "1"}
+    if charge is not None:
+        units["charge_error"] = "electrons"
+    return {
+        "n": len(ref),
+        "r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else None,
+        "mean": {k: float(v.double().mean()) for k, v in per.items()},
+        "std": {k: float(v.double().std()) if len(v) > 1 else 0.0 for k, v in per.items()},
+        "per_sample": {k: v.double().tolist() for k, v in per.items()},
+        "units": units,
+    }
+
+
+def report_line(summary: dict[str, Any]) -> str:
+    """`summarize`'s numbers on one line: R², L1/L2/L∞ with their unit, SSIM, MSSIM (and |∫ñ − N|)."""
+    m, unit = summary["mean"], summary["units"]["l1"]
+    r2 = "n/a" if summary["r2"] is None else f"{summary['r2']:.4f}"
+    line = (f"R² {r2}   L1 {m['l1']:.4g} {unit}   L2 {m['l2']:.4g} {unit}   L∞ {m['linf']:.4g} {unit}   "
+            f"SSIM {m['ssim']:.4f}   MSSIM {m['mssim']:.4f}")
+    if "charge_error" in m:
+        line += f"   |∫ñ − N| {m['charge_error']:.3g} electrons"
+    return line
 
 
 def charge_error(density: Tensor, n_electrons: float, pixel_area: float) -> Tensor:

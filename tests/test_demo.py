@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
@@ -26,6 +27,7 @@ def test_demo_writes_a_picture(tmp_path, capsys):
     assert "∫n_int = 2.000000" in printed
 
 
+@pytest.mark.slow
 def test_demo_reports_bad_config_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "physics.demo", "physics.m_eff=-1",
                            f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, cwd=CONF.parent)
@@ -34,6 +36,7 @@ def test_demo_reports_bad_config_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_physics_does_not_import_torch():
     code = ("import sys, physics.ed, physics.potentials, physics.demo, physics.plots; "
             "assert 'torch' not in sys.modules, 'torch imported'")

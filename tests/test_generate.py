@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from physics import manifest
 from physics.config import ConfigError, PhysicsConfig
 from physics.dataset import open_dataset
-from physics.generate import Plan, generate, physics_config, plan_from_config, select_shards
+from physics.generate import Plan, generate, plan_from_config, select_shards
 from physics.instances import instance_seed
 from physics.manifest import Identity
 from physics.potentials import random_potential
@@ -66,8 +66,8 @@ def test_select_shards_splits_ranges_into_contiguous_parts() -> None:
 
 
 def test_integer_overrides_of_float_fields_give_the_same_identity() -> None:
-    a = Identity(physics_config({"length_nm": 30}), 0, 10, 5)
-    b = Identity(physics_config({"length_nm": 30.0}), 0, 10, 5)
+    a = Identity(PhysicsConfig.from_mapping({"length_nm": 30}), 0, 10, 5)
+    b = Identity(PhysicsConfig.from_mapping({"length_nm": 30.0}), 0, 10, 5)
     assert a.hash == b.hash and isinstance(a.physics.length_nm, float)
 
 
@@ -140,6 +140,7 @@ def test_concurrent_manifest_creation_has_one_winner(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == [manifest.MANIFEST]
 
 
+@pytest.mark.slow
 def test_bad_override_is_one_line_naming_the_field(tmp_path: Path) -> None:
     result = _cli("physics.m_eff=-1", f"out_dir={tmp_path / 'data'}", tmp=tmp_path)
     assert result.returncode == 2
@@ -193,6 +194,7 @@ def _kill_mid_run(overrides: list[str], out: Path, tmp: Path, min_shards: int = 
     return done
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_is_bit_identical_to_an_uninterrupted_run(tmp_path: Path) -> None:
     n, size = 2000, 40
     args = [f"n_samples={n}", f"shard_size={size}", "workers=1", *TINY_OVERRIDES]
@@ -234,6 +236,7 @@ def test_a_corrupted_existing_shard_is_reported_not_overwritten(tmp_path: Path) 
         generate(plan, progress=False)
 
 
+@pytest.mark.slow
 def test_hydra_multirun_with_joblib_fills_one_directory(tmp_path: Path) -> None:
     out = tmp_path / "multi"
     cmd = [sys.executable, "-m", "physics.generate", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
@@ -248,6 +251,7 @@ def test_hydra_multirun_with_joblib_fills_one_directory(tmp_path: Path) -> None:
     _assert_identical(out, tmp_path / "reference")
 
 
+@pytest.mark.slow
 def test_multirun_through_submitit_local_executor(tmp_path: Path) -> None:
     """The submitit launcher's local executor: the same pickling and job path as on SLURM."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
@@ -260,6 +264,7 @@ def test_multirun_through_submitit_local_executor(tmp_path: Path) -> None:
     _assert_identical(out, _generate_reference(tmp_path, 20, 4))
 
 
+@pytest.mark.slow
 def test_shard_range_jobs_with_the_basic_launcher(tmp_path: Path) -> None:
     out = tmp_path / "ranges"
     result = _cli("-m", "shards=0:2,2:3", f"out_dir={out}", "n_samples=14", "shard_size=5", "workers=1",
@@ -273,6 +278,7 @@ def _generate_reference(tmp_path: Path, n: int, size: int) -> Path:
     return tmp_path / "reference"
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_repeated_sigkills_with_two_workers(tmp_path: Path) -> None:
     """Kill the run three times at increasing progress, then finish it; compare with one clean run."""

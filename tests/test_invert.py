@@ -14,15 +14,14 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_predict import compose_app, one_torch_thread, train_tiny
-from test_training import ROOT, TINY_PHYSICS, tiny_data
+from tiny import ROOT, TINY_PHYSICS, compose_app, train_tiny
 
 from physics.dataset import open_dataset
 from physics.ed import solve
-from qdgan.invert import project, run_invert
-from qdgan.io import InputError
+from qdgan.apply.inputs import InputError
+from qdgan.apply.invert import project, run_invert
 
-__all__ = ["one_torch_thread", "tiny_data"]  # fixtures shared with test_predict / test_training
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +103,7 @@ def test_physics_config_must_match_the_checkpoint(ckpt, tiny_data, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_forward_checkpoint_is_rejected_in_one_line_without_outputs(ckpt, tiny_data, tmp_path):
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     state["hyper_parameters"] |= {"mapping": "v_to_nint", "input_name": "potential", "target_name": "n_int"}

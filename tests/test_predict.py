@@ -13,39 +13,17 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from PIL import Image
-from test_training import CONF, ROOT, TINY_PHYSICS, compose_train, run_tiny, tiny_data, tiny_overrides
+from tiny import ROOT, TINY_PHYSICS, compose_app, train_tiny
 
 from physics.dataset import open_dataset
-from qdgan import inference
-from qdgan.io import InputError, Staging, TrainedOn, check_inputs, load_inputs, read_png, write_png
-from qdgan.predict import run_predict
+from physics.files import Staging
+from qdgan.apply import checkpoint
+from qdgan.apply.checkpoint import TrainedOn, check_inputs
+from qdgan.apply.inputs import InputError, Inputs, load_inputs, read_png, write_png
+from qdgan.apply.predict import run_predict
 
-__all__ = ["tiny_data"]  # the session fixture, shared with test_training
-
-
-def compose_app(name: str, overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(name, overrides=overrides)
-
-
-def train_tiny(data: Path, run_dir: Path, mapping: str) -> Path:
-    """A 2-step model of `mapping` on the tiny data set; returns its best checkpoint."""
-    run_tiny(compose_train(tiny_overrides(data, run_dir, f"mapping={mapping}", "max_steps=2", "val_every_n_steps=2",
-                                          "n_panels=1")), run_dir)
-    return run_dir / "checkpoints" / "best.ckpt"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on this shared 2-core machine two threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +54,7 @@ def test_npy_stack_and_single_map(ckpt, tiny_data, tmp_path):
     np.save(tmp_path / "v1.npy", v[2])
     out = tmp_path / "out"
     report = run_predict(predict_cfg(ckpt, tmp_path / "v.npy", out, f"output=[{out / 'p.npy'},{out / 'p.h5'}]"))
-    expected, _ = inference.generate(inference.load_model(ckpt), v, 100)
+    expected, _ = checkpoint.timed_predictions(checkpoint.load_model(ckpt), v, 100)
     np.testing.assert_allclose(np.load(out / "p.npy"), expected, rtol=1e-5, atol=1e-7)
     with h5py.File(out / "p.h5") as f:
         np.testing.assert_allclose(f["n_int"][...], expected, rtol=1e-5, atol=1e-7)
@@ -173,7 +151,6 @@ def test_out_of_range_potential_warns_and_still_predicts(ckpt, tiny_data, tmp_pa
 def test_density_charge_check_reports_the_integrals():
     trained = TrainedOn("n_int", 4, 0.0, 1.0, pixel_area=0.5, n_electrons=2.0)
     good = np.full((2, 4, 4), 0.25, np.float32)  # 0.5 nm² · 16 · 0.25 nm⁻² = 2 electrons
-    from qdgan.io import Inputs
 
     bad = good.copy()
     bad[1] *= 1.5
@@ -253,6 +230,7 @@ def test_verify_needs_potential_inputs(ckpt, tiny_data, tmp_path):
 # --- the command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_command_line_verify_reports_speed_up(ckpt, tiny_data, tmp_path):
     np.save(tmp_path / "v.npy", potentials(tiny_data, 6))
     out = tmp_path / "run"
@@ -268,8 +246,9 @@ def test_command_line_verify_reports_speed_up(ckpt, tiny_data, tmp_path):
     assert report["speed"]["torch_threads"] == 1
 
 
+@pytest.mark.slow
 def test_app_modules_load_without_torch():
     """ED workers are spawned processes that re-import the app module: they must not pay for torch."""
-    code = ("import sys, qdgan.predict, qdgan.invert, qdgan.edbatch, qdgan.io; "
+    code = ("import sys, qdgan.predict, qdgan.invert, qdgan.apply.ed_batch, qdgan.apply.inputs, qdgan.apply.outputs; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -12,18 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
+from tiny import CONF, ROOT, compose_train, make_tiny_set, run_tiny
 
-from physics.generate import generate, plan_from_config
-from qdgan import rundir
-from qdgan.sweep import parse_command_line, plan_study
-from qdgan.training import run
+from qdgan.study.plan import parse_command_line, plan_study
+from qdgan.train import rundir
 
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
 # fixed tiny settings; data.path is relative to the test's working directory (a tmp dir)
 TINY = ["physics.n_basis=10", "physics.n_orbitals=4", "data.path=tiny", "data.n_val=10", "data.n_test=10",
         "data.batch_size=4", "data.eval_batch_size=10", "generator.ngf=4", "discriminator.ndf=4", "max_steps=4",
@@ -49,12 +43,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def workdir(tmp_path_factory) -> Path:
     """A working directory holding a 60-instance data set `tiny` (cheap ED: 10² basis, 4 orbitals)."""
     cwd = tmp_path_factory.mktemp("study")
-    gen = OmegaConf.load(CONF / "generate.yaml")
-    gen.physics = OmegaConf.load(CONF / "physics" / "paper.yaml")
-    gen.physics.n_basis, gen.physics.n_orbitals = 10, 4
-    gen.n_samples, gen.shard_size, gen.workers, gen.out_dir = 60, 30, 1, str(cwd / "tiny")
-    del gen["defaults"], gen["hydra"]
-    generate(plan_from_config(gen), progress=False)
+    make_tiny_set(cwd / "tiny")
     return cwd
 
 
@@ -104,6 +93,7 @@ def test_sweep_py_rejects_a_missing_or_unknown_study():
 # --- multiruns -----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_point_study_summarizes_two_rows_and_figures(two_point_study):
     out, _ = two_point_study
     rows = read_csv(out / "summary.csv")
@@ -118,6 +108,7 @@ def test_two_point_study_summarizes_two_rows_and_figures(two_point_study):
     assert hist["val"]["step"] == [2, 4] and len(hist["val"]["r2"]) == 2  # each validation's own R²
 
 
+@pytest.mark.slow
 def test_aggregate_only_reproduces_the_table(two_point_study, workdir, tmp_path):
     out, _ = two_point_study
     before = {name: (out / name).read_text() for name in ("summary.csv", "summary.md")}
@@ -130,6 +121,7 @@ def test_aggregate_only_reproduces_the_table(two_point_study, workdir, tmp_path)
     assert (tmp_path / "ntrain" / "summary.png").exists()
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_runs(two_point_study, workdir):
     out, _ = two_point_study
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
@@ -139,6 +131,7 @@ def test_rerun_skips_finished_runs(two_point_study, workdir):
     assert len(stamps) == 2 and {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
+@pytest.mark.slow
 def test_failing_run_is_listed_as_failed_and_the_others_go_on(two_point_study, workdir):
     out, _ = two_point_study
     copy = workdir / "outputs" / "failing"
@@ -161,13 +154,7 @@ def test_failing_run_is_listed_as_failed_and_the_others_go_on(two_point_study, w
 
 def run_in(run_dir: Path, *overrides: str) -> dict:
     """train.py's `run` in-process on the tiny data set, as a multirun job in `run_dir` would."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY, "data.n_train=40", *overrides], return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    HydraConfig.instance().set_config(cfg)
-    return run(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir)
+    return run_tiny(compose_train([*TINY, "data.n_train=40", *overrides]), run_dir)
 
 
 def test_resume_auto_continues_an_interrupted_run_and_refuses_another_config(workdir, tmp_path, monkeypatch):
@@ -201,3 +188,15 @@ def test_run_dir_states(tmp_path):
     assert rundir.status(tmp_path, other) == (rundir.STALE, {"error": "finished with another config: max_steps: 4 → 8"})
     rundir.record_failure(tmp_path, RuntimeError("boom"))
     assert rundir.status(tmp_path)[1]["error"] == "RuntimeError: boom"
+
+
+def test_expand_is_the_product_with_the_last_override_of_a_key_winning():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from qdgan.study.plan import expand
+
+    parsed = OverridesParser.create().parse_overrides(["a=1,2", "b=x,y", "c=5", "a=3,4"])
+    assert expand(parsed) == [["a=3", "b=x", "c=5"], ["a=3", "b=y", "c=5"], ["a=4", "b=x", "c=5"],
+                              ["a=4", "b=y", "c=5"]]
+    with pytest.raises(SystemExit, match="only discrete sweeps"):
+        expand(OverridesParser.create().parse_overrides(["a=interval(0,1)"]))

@@ -12,56 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
+from tiny import MAPPINGS, ROOT, TINY_PHYSICS, compose_train, run_tiny, tiny_overrides
 
 from physics.dataset import open_dataset
-from physics.generate import generate, plan_from_config
-from qdgan.datamodule import EDDataModule, TensorBatches, encode_input, from_unit_range, jitter, to_unit_range
-from qdgan.training import build_model, instantiate, run
-
-ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
-TINY_PHYSICS = ["physics.n_basis=10", "physics.n_orbitals=4"]  # 64² grid, cheap ED (~3 ms)
-MAPPINGS = ["v_to_n0", "v_to_nint", "n0_to_nint", "nint_to_v"]
-
-
-def tiny_overrides(data_path: Path, run_dir: Path, *extra: str) -> list[str]:
-    return [*TINY_PHYSICS, f"data.path={data_path}", "data.n_train=40", "data.n_val=10", "data.n_test=10",
-            "data.batch_size=4", "data.eval_batch_size=10", "generator.ngf=4", "discriminator.ndf=4",
-            "max_steps=6", "val_every_n_steps=3", "logger=csv", "n_tracked=4", "history_every_n_steps=1",
-            "trainer.enable_progress_bar=false", "data.generate.n_samples=60", "data.generate.shard_size=30",
-            "data.generate.workers=1", f"hydra.run.dir={run_dir}", *extra]
-
-
-def compose_train(overrides: list[str]):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
-
-
-def run_tiny(cfg, run_dir: Path) -> dict:
-    with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = str(run_dir)
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
-    train_cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    return run(train_cfg, run_dir)
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "tiny"
-    gen = OmegaConf.load(CONF / "generate.yaml")
-    gen.physics = OmegaConf.load(CONF / "physics" / "paper.yaml")
-    gen.physics.n_basis, gen.physics.n_orbitals = 10, 4
-    gen.n_samples, gen.shard_size, gen.workers, gen.out_dir = 60, 30, 1, str(path)
-    del gen["defaults"], gen["hydra"]
-    generate(plan_from_config(gen), progress=False)
-    return path
-
+from qdgan.datamodule import EDDataModule, TensorBatches, jitter
+from qdgan.scaling import encode_input, from_unit_range, to_unit_range
+from qdgan.train.run import build_model, instantiate
 
 # --- configs ------------------------------------------------------------------------------------
 
@@ -162,7 +119,7 @@ def test_datamodule_rejects_bad_requests(tiny_data):
 
 
 def test_normalize_charge_projects_onto_physical_densities():
-    from qdgan.evaluate import normalize_charge
+    from qdgan.train.evaluate import normalize_charge
 
     d = torch.rand(3, 8, 8) - 0.2
     fixed = normalize_charge(d, n_electrons=2.0, pixel_area=0.25)
@@ -245,6 +202,7 @@ def test_resume_continues_the_same_curves(tiny_data, tmp_path):
     assert hist["val"]["step"] == [3, 6, 9, 12]
 
 
+@pytest.mark.slow
 def test_train_py_generates_missing_data_and_prints_metrics(tmp_path):
     data = tmp_path / "fresh"
     proc = subprocess.run([sys.executable, "train.py", *tiny_overrides(data, tmp_path / "run")],
@@ -255,6 +213,7 @@ def test_train_py_generates_missing_data_and_prints_metrics(tmp_path):
     assert len(open_dataset(data)) == 60
 
 
+@pytest.mark.slow
 def test_train_py_reports_bad_config_in_one_line(tiny_data, tmp_path):
     proc = subprocess.run([sys.executable, "train.py", *tiny_overrides(tiny_data, tmp_path, "data.n_train=999")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -262,6 +221,7 @@ def test_train_py_reports_bad_config_in_one_line(tiny_data, tmp_path):
     assert "n_train" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_wandb_logger_runs_offline(tiny_data, tmp_path):
     env = {**os.environ, "WANDB_SILENT": "true"}
     env.pop("WANDB_MODE", None)
@@ -271,6 +231,7 @@ def test_wandb_logger_runs_offline(tiny_data, tmp_path):
     assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tiny_data, tmp_path):
     proc = subprocess.run(
         [sys.executable, "train.py", *tiny_overrides(tiny_data, tmp_path, "trainer=ddp", "trainer.accelerator=cpu",

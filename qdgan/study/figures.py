@@ -1,4 +1,4 @@
-"""Figures of a study (qdgan/summary.py): test metrics against the study's x (Figs. 5, A5b, A6) and the
+"""Figures of a study (qdgan/study/summary.py): test metrics against the study's x (Figs. 5, A5b, A6) and the
 validation R² curve of every run against generator step."""
 
 from __future__ import annotations

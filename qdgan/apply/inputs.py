@@ -1,4 +1,4 @@
-"""Inputs and outputs of the inference apps (`qdgan.predict`, `qdgan.invert`); numpy + h5py only.
+"""Inputs of the apply apps (`qdgan.predict`, `qdgan.invert`): readers and row selection; numpy + h5py only.
 
 Inputs, in physical units (eV for potentials, nm⁻² for densities), one map per instance:
 - `.npy`: an (N, H, W) or (H, W) array;
@@ -8,17 +8,14 @@ Inputs, in physical units (eV for potentials, nm⁻² for densities), one map pe
 - PNG images (a file, a folder of them or a glob) with an explicit value range [lo, hi]: grey level
   0 ↦ lo, the largest level (255 or 65535) ↦ hi. Orientation as in every figure of the project:
   x to the right, y up (image row 0 is the top, y = L).
-Inputs are checked where they enter: shape and finiteness are errors (`InputError`), values outside
-the training range and densities that do not integrate to N are warnings returned to the caller.
-Outputs go through `Staging`: written under temporary names and renamed into place only once all
-of them are complete, so a failed run leaves no partial files behind.
+Unreadable inputs raise `InputError` here; checks against the checkpoint are in `apply/checkpoint.py`.
 """
 
 from __future__ import annotations
 
 import glob
 import os
-import uuid
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,31 +27,29 @@ import numpy as np
 from physics.config import PhysicsConfig
 from physics.dataset import open_dataset
 from physics.manifest import MANIFEST
+from qdgan.scaling import QUANTITIES, SPLITS, UNITS, split_indices
 
-QUANTITIES = ("potential", "n0", "n_int")
-"""Map quantities a mapping reads or writes (same names as the data-set fields)."""
-UNITS = {"potential": "eV", "n0": "nm^-2", "n_int": "nm^-2"}
-DENSITIES = ("n0", "n_int")
-SPLITS = ("train", "val", "test")
-ARRAY_SUFFIXES = (".npy", ".h5", ".hdf5")
 _PNG_MAX = {"1": 1, "L": 255, "LA": 255, "I": 65535, "I;16": 65535, "I;16B": 65535, "I;16L": 65535}
-_LISTED = 3
 
 
 class InputError(ValueError):
     """An input, checkpoint or output request is unusable; the message names the file and the problem."""
 
 
-@dataclass(frozen=True)
-class TrainedOn:
-    """What a checkpoint was trained on: input quantity, image size, training input range, h², N."""
+def one_line_errors(app: str, run: Callable[[Any], Any], cfg: Any) -> None:
+    """`run(cfg)` for the command line of `app`: bad input (InputError, ConfigError, data-set, ED and OS
+    errors, a missing mandatory key) ends the process with one line naming the problem, no traceback."""
+    from omegaconf.errors import MissingMandatoryValue
 
-    quantity: str
-    image_size: int
-    lo: float  # training-set minimum of the input quantity (physical unit)
-    hi: float  # training-set maximum
-    pixel_area: float  # h², nm²
-    n_electrons: float
+    from physics.shards import DatasetError
+    from qdgan.apply.ed_batch import EDError
+
+    try:
+        run(cfg)
+    except MissingMandatoryValue as err:
+        sys.exit(f"{app}: error: {err.full_key}=<...> is required")
+    except (ValueError, DatasetError, EDError, OSError) as err:  # InputError, ConfigError are ValueErrors
+        sys.exit(f"{app}: error: {err}")
 
 
 @dataclass
@@ -80,20 +75,6 @@ class Inputs:
 
 
 # --- selection -----------------------------------------------------------------------------------
-
-
-def split_indices(n: int, split_seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, np.ndarray]:
-    """The train/val/test instance indices of a data set of n instances, exactly as
-    `qdgan.datamodule.EDDataModule.setup` draws them (one permutation fixed by `split_seed`: test
-    first, then validation, then training); tests/test_predict.py checks it against a training run's
-    test split."""
-    need = n_train + n_val + n_test
-    if n < need:
-        raise InputError(f"the data set holds {n} instances, but the training run's split needs "
-                         f"n_train + n_val + n_test = {n_train} + {n_val} + {n_test} = {need}")
-    order = np.random.default_rng(split_seed).permutation(n)
-    return {"test": np.sort(order[:n_test]), "val": np.sort(order[n_test:n_test + n_val]),
-            "train": np.sort(order[n_test + n_val:need])}
 
 
 def parse_indices(indices: Any, n: int) -> np.ndarray:
@@ -135,7 +116,10 @@ def select_rows(n: int, indices: Any, split: str | None, run_config: Any | None,
         raise InputError(f"split={split} needs the training run's config.yaml next to the checkpoint's "
                          "checkpoints/ folder, and there is none; select instances with indices=start:stop")
     d = run_config["data"]
-    return split_indices(n, int(d["split_seed"]), int(d["n_train"]), int(d["n_val"]), int(d["n_test"]))[split]
+    try:
+        return split_indices(n, int(d["split_seed"]), int(d["n_train"]), int(d["n_val"]), int(d["n_test"]))[split]
+    except ValueError as err:
+        raise InputError(f"input={source}: {err} (the training run's data.n_train, n_val, n_test)") from None
 
 
 # --- reading -------------------------------------------------------------------------------------
@@ -314,168 +298,3 @@ def read_reference(path: str | os.PathLike[str], quantity: str, n: int, rows: np
     return values
 
 
-# --- checks ----------------------------------------------------------------------------------------
-
-
-def check_inputs(inputs: Inputs, trained: TrainedOn, range_tolerance: float, charge_tolerance: float) -> list[str]:
-    """Raise InputError on a wrong shape or NaN/inf; return warnings for values outside the training
-    range (by more than `range_tolerance` of its span) and for densities with |h²·Σn − N| >
-    `charge_tolerance` electrons."""
-    x, src, name = inputs.values, inputs.source, inputs.quantity
-    size = trained.image_size
-    if x.shape[1:] != (size, size):
-        raise InputError(f"input={src}: maps of {x.shape[1]}×{x.shape[2]} pixels, but the checkpoint's generator "
-                         f"works on {size}×{size} (expected shape (N, {size}, {size}) or ({size}, {size}))")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        first = np.argwhere(bad)[0]
-        raise InputError(f"input={src}: {int(bad.sum())} NaN/inf value(s) in {int(bad.any(axis=(1, 2)).sum())} "
-                         f"instance(s), first in {inputs.labels[first[0]]} at pixel {tuple(int(i) for i in first[1:])}")
-    warnings = []
-    unit = UNITS.get(name, "")
-    tol = range_tolerance * (trained.hi - trained.lo)
-    lo, hi = x.min(axis=(1, 2)), x.max(axis=(1, 2))
-    out = np.flatnonzero((lo < trained.lo - tol) | (hi > trained.hi + tol))
-    if out.size:
-        shown = ", ".join(f"{inputs.labels[i]} in [{lo[i]:.4g}, {hi[i]:.4g}]" for i in out[:_LISTED])
-        warnings.append(f"input {name}: {out.size} of {len(x)} instance(s) leave the training range "
-                        f"[{trained.lo:.4g}, {trained.hi:.4g}] {unit} by more than {range_tolerance:.0%} of its "
-                        f"span ({shown}{', ...' if out.size > _LISTED else ''}): out of the training "
-                        "distribution, the predictions there are extrapolations")
-    if name in DENSITIES:
-        charge = trained.pixel_area * x.sum(axis=(1, 2), dtype=np.float64)
-        off = np.flatnonzero(np.abs(charge - trained.n_electrons) > charge_tolerance)
-        if off.size:
-            shown = ", ".join(f"{charge[i]:.5g} ({inputs.labels[i]})" for i in off[:_LISTED])
-            warnings.append(f"input {name}: {off.size} of {len(x)} density map(s) do not integrate to "
-                            f"N = {trained.n_electrons:g}: h²·Σn = {shown}{', ...' if off.size > _LISTED else ''} "
-                            f"(tolerance {charge_tolerance:g} electrons)")
-    return warnings
-
-
-def physics_mismatch(cfg: PhysicsConfig, trained: TrainedOn) -> list[str]:
-    """Fields of `cfg` that disagree with the checkpoint's grid, pixel area h² and electron count N."""
-    problems = []
-    if cfg.grid != trained.image_size:
-        problems.append(f"physics.grid={cfg.grid} vs the checkpoint's {trained.image_size}×{trained.image_size} images")
-    if not np.isclose(cfg.h_nm**2, trained.pixel_area, rtol=1e-6, atol=0):
-        problems.append(f"physics.length_nm={cfg.length_nm} and grid={cfg.grid} give h² = {cfg.h_nm**2:.6g} nm², "
-                        f"the checkpoint was trained with h² = {trained.pixel_area:.6g} nm²")
-    if cfg.n_electrons != round(trained.n_electrons):
-        problems.append(f"physics.n_electrons={cfg.n_electrons} vs the checkpoint's N = {trained.n_electrons:g}")
-    return problems
-
-
-def physics_differences(a: PhysicsConfig, b: PhysicsConfig) -> list[str]:
-    """'field: a vs b' for every field where two physics configurations differ."""
-    da, db = a.to_dict(), b.to_dict()
-    return [f"{k}: {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db.get(k)]
-
-
-# --- writing -------------------------------------------------------------------------------------
-
-
-class Staging:
-    """Output files written under hidden temporary names and renamed into place together.
-
-    `path(final)` gives the temporary path to write (same folder as the final file or its nearest
-    existing ancestor, same suffix, so writers that pick a format by suffix still work); `commit()`
-    creates missing folders and renames every file; `discard()` (or leaving the `with` block with an
-    exception) deletes them. Nothing with a final name exists before `commit()`.
-    """
-
-    def __init__(self) -> None:
-        self._files: dict[Path, Path] = {}
-
-    def path(self, final: str | os.PathLike[str]) -> Path:
-        final = Path(final).absolute()
-        if final in self._files:
-            return self._files[final]
-        home = final.parent
-        while not home.exists():
-            home = home.parent
-        tmp = home / f".{final.stem}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}"
-        self._files[final] = tmp
-        return tmp
-
-    @property
-    def finals(self) -> list[Path]:
-        """Final paths of the files staged so far."""
-        return list(self._files)
-
-    def commit(self) -> list[Path]:
-        for final, tmp in self._files.items():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-        done, self._files = list(self._files), {}
-        return done
-
-    def discard(self) -> None:
-        for tmp in self._files.values():
-            tmp.unlink(missing_ok=True)
-        self._files = {}
-
-    def __enter__(self) -> Staging:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
-
-
-def as_paths(value: Any) -> list[str]:
-    """An `output` setting as a list of paths (null → none, one path → one)."""
-    if value is None:
-        return []
-    return [str(value)] if isinstance(value, (str, os.PathLike)) else [str(v) for v in value]
-
-
-def check_writable(paths: Sequence[str | os.PathLike[str] | None]) -> None:
-    """Every output path must lie in (or below) a folder we may write to; checked before any work."""
-    for p in paths:
-        if not p:
-            continue
-        home = Path(p).absolute().parent
-        while not home.exists():
-            home = home.parent
-        if not home.is_dir() or not os.access(home, os.W_OK | os.X_OK):
-            raise InputError(f"output {p}: cannot write there ({home} is not a writable folder)")
-
-
-def check_output_paths(paths: Sequence[str | os.PathLike[str]], inputs: Sequence[str]) -> list[Path]:
-    """Output array files: .npy or .h5/.hdf5, none of them an input, all writable; checked before any
-    work is done."""
-    out = []
-    sources = {Path(s).absolute() for s in inputs if s}
-    for p in paths:
-        path = Path(p)
-        if path.suffix.lower() not in ARRAY_SUFFIXES:
-            raise InputError(f"output={p}: unknown output format {path.suffix or '(no suffix)'!r}; "
-                             f"expected one of {ARRAY_SUFFIXES}")
-        if path.absolute() in sources:
-            raise InputError(f"output={p} is also an input; choose another file name")
-        if path.exists() and path.is_dir():
-            raise InputError(f"output={p} is a folder; expected a file name")
-        out.append(path)
-    check_writable(out)
-    return out
-
-
-def write_arrays(path: Path, main: str, arrays: dict[str, np.ndarray], units: dict[str, str],
-                 attrs: dict[str, Any], single: bool = False) -> None:
-    """`.npy`: the array `main` alone, float32 ((H, W) if `single`); `.h5`: every array as a data set
-    (maps as float32) with its `unit` attribute, plus `attrs` as file attributes."""
-    if path.suffix.lower() == ".npy":
-        arr = np.asarray(arrays[main], dtype=np.float32)
-        np.save(path, arr[0] if single else arr)
-        return
-    with h5py.File(path, "w", locking=False) as f:
-        for name, arr in arrays.items():
-            arr = np.asarray(arr)
-            dset = f.create_dataset(name, data=arr.astype(np.float32) if arr.ndim == 3 else arr)
-            if name in units:
-                dset.attrs["unit"] = units[name]
-        for key, value in attrs.items():
-            f.attrs[key] = value if isinstance(value, (int, float, str)) else str(value)

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qdgan import rundir, study_plots
-from qdgan.sweep import Job, Study
+from qdgan.study import figures
+from qdgan.study.plan import Job, Study
+from qdgan.train import rundir
 
 TOP_LEVEL = ("r2", "best_val_r2")  # metrics.json keys outside "mean"
 
@@ -120,9 +121,9 @@ def write(study: Study, rows: Sequence[Row]) -> list[Path]:
     points = [{"x": r.job.x, "series": r.job.series, "annotation": r.job.annotation,
                **{m: r.metric(m) for m in study.metrics}} for r in done]
     units = {m: u for r in done for m, u in r.metrics.get("units", {}).items() if u != "1"}
-    study_plots.metrics_vs_x(points, study.metrics, study.x_label, study.x_scale, title, out / "summary.png",
+    figures.metrics_vs_x(points, study.metrics, study.x_label, study.x_scale, title, out / "summary.png",
                              units if len({r.metrics["units"]["l1"] for r in done}) == 1 else None)
-    study_plots.r2_curves({r.job.label: r.curve for r in done if r.curve}, title, out / "curves.png")
+    figures.r2_curves({r.job.label: r.curve for r in done if r.curve}, title, out / "curves.png")
     return [out / "summary.csv", out / "summary.md", out / "summary.png", out / "curves.png"]
 
 

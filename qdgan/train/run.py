@@ -18,16 +18,17 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from qdgan import plots, rundir
-from qdgan.callbacks import History
+from physics.files import atomic_write_bytes
 from qdgan.datamodule import EDDataModule
-from qdgan.evaluate import evaluate, write_metrics
-from qdgan.module import Pix2Pix
+from qdgan.metrics import report_line
 from qdgan.networks import receptive_field
+from qdgan.pix2pix import Pix2Pix
+from qdgan.scaling import is_density
+from qdgan.train import figures, rundir
+from qdgan.train.callbacks import History
+from qdgan.train.evaluate import evaluate, write_metrics
 
 log = logging.getLogger(__name__)
-
-DENSITIES = ("n0", "n_int")
 
 
 def instantiate(spec: Any, **kwargs: Any) -> Any:
@@ -49,7 +50,7 @@ def build_model(cfg: DictConfig) -> Pix2Pix:
         mapping=cfg.mapping.name,
         input_name=cfg.mapping.input,
         target_name=cfg.mapping.target,
-        is_density=cfg.mapping.target in DENSITIES,
+        is_density=is_density(cfg.mapping.target),
         _convert_="all",
         _recursive_=False,
     )
@@ -83,7 +84,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train, pick the best checkpoint by validation R², evaluate on the test set; return metrics.
 
     A finished run of the same config in `run_dir` is returned as it is; one that left a checkpoint is
-    continued (`resume: auto`, qdgan/rundir.py). An error is recorded in failed.json and re-raised."""
+    continued (`resume: auto`, qdgan/train/rundir.py). An error is recorded in failed.json and re-raised."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for handler in list(logging.getLogger("lightning.pytorch").handlers):  # Hydra's root handler prints them
@@ -104,7 +105,7 @@ def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
 
 
 def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_bytes(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
 
@@ -160,7 +161,7 @@ def _test(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, ckpt: ModelCheckpoi
         "finished": True,
     }
     hist = history.as_dict()
-    (run_dir / "history.json").write_text(json.dumps(hist))
+    atomic_write_bytes(run_dir / "history.json", json.dumps(hist).encode())
     _figures(cfg, dm, best, x_test, y_test, pred, hist, run_dir)
     write_metrics(result, run_dir / "metrics.json", extra)
     _report(result, extra, run_dir)
@@ -180,25 +181,17 @@ def _figures(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, x: torch.Tensor,
     fig_dir = run_dir / "figures"
     n = min(cfg.n_panels, len(x))
     idx = dm.splits["test"][:n]
-    plots.panels(x[:n].numpy(), y[:n].numpy(), pred[:n].numpy(), cfg.mapping.input, cfg.mapping.target,
-                 dm.physics.length_nm, fig_dir / "panels.png", labels=[f"#{i}" for i in idx])
-    plots.loss_curves(hist, fig_dir / "losses.png")
-    plots.r2_curve(hist, fig_dir / "val_r2.png")
-    plots.ssim_evolution(hist, fig_dir / "ssim_evolution.png")
+    figures.panels(x[:n].numpy(), y[:n].numpy(), pred[:n].numpy(), cfg.mapping.input, cfg.mapping.target,
+                   dm.physics.length_nm, fig_dir / "panels.png", labels=[f"#{i}" for i in idx])
+    figures.loss_curves(hist, fig_dir / "losses.png")
+    figures.r2_curve(hist, fig_dir / "val_r2.png")
+    figures.ssim_evolution(hist, fig_dir / "ssim_evolution.png")
 
 
 def _report(result: dict[str, Any], extra: dict[str, Any], run_dir: Path) -> None:
-    m = result["mean"]
-    unit = result["units"]["l1"]
-    lines = [
-        f"{result['mapping']}: test set of {result['n']} (best checkpoint, validation R² "
-        f"{extra['best_val_r2']:.4f} at {extra['generator_steps']} generator steps, "
-        f"{extra['train_seconds'] / 60:.1f} min)" if extra["best_val_r2"] is not None else result["mapping"],
-        f"  R²    {result['r2']:.4f}",
-        f"  L1    {m['l1']:.4g} {unit}   L2 {m['l2']:.4g} {unit}   L∞ {m['linf']:.4g} {unit}",
-        f"  SSIM  {m['ssim']:.4f}   MSSIM {m['mssim']:.4f}",
-    ]
-    if "charge_error" in m:
-        lines.append(f"  |∫ñ − N| {m['charge_error']:.3g} electrons")
-    lines.append(f"  run dir: {run_dir}  (metrics.json, figures/, checkpoints/)")
-    print("\n".join(lines), flush=True)
+    head = result["mapping"]
+    if extra["best_val_r2"] is not None:
+        head += (f": test set of {result['n']} (best checkpoint, validation R² {extra['best_val_r2']:.4f} at "
+                 f"{extra['generator_steps']} generator steps, {extra['train_seconds'] / 60:.1f} min)")
+    print(f"{head}\n  {report_line(result)}\n  run dir: {run_dir}  (metrics.json, figures/, checkpoints/)",
+          flush=True)

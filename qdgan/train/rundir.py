@@ -18,6 +18,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from physics.config import diff
+from physics.files import atomic_write_bytes
+
 FINISHED, FAILED, STALE, INCOMPLETE, MISSING = "finished", "failed", "stale", "incomplete", "missing"
 
 
@@ -70,20 +73,8 @@ def record_failure(run_dir: str | Path, err: BaseException) -> Path:
         "traceback": "".join(traceback.format_exception(type(err), err, err.__traceback__)),
         "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    path.write_text(json.dumps(payload, indent=1))
+    atomic_write_bytes(path, json.dumps(payload, indent=1).encode())
     return path
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} → {"a.b": 1}; lists stay values."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
 
 
 @dataclass(frozen=True)
@@ -97,18 +88,12 @@ class Settings:
     def of(cls, cfg: DictConfig) -> Settings:
         neutral = (*cfg.get("neutral_keys", ()), "neutral_keys", "hydra")
         tree = {k: _resolved(cfg[k]) for k in cfg if k not in neutral}  # neutral ones may hold ${hydra:...}
-        return cls(cls._keep(flatten(tree), neutral), neutral)
-
-    @staticmethod
-    def _keep(flat: dict[str, Any], neutral: tuple[str, ...]) -> dict[str, Any]:
-        return {k: v for k, v in flat.items() if not any(k == n or k.startswith(f"{n}.") for n in neutral)}
+        return cls(tree, neutral)
 
     def differences(self, stored: Mapping[str, Any]) -> list[str]:
-        """'key: stored → now' for every setting that differs from a stored (resolved) config."""
-        old = self._keep(flatten(stored), self.neutral)
-        missing = object()
-        return [f"{k}: {old.get(k, '(absent)')} → {self.values.get(k, '(absent)')}"
-                for k in sorted(old.keys() | self.values.keys()) if old.get(k, missing) != self.values.get(k, missing)]
+        """'key: stored → now' for every non-neutral setting that differs from a stored (resolved) config."""
+        return [f"{k}: {a} → {b}" for k, a, b in diff(dict(stored), self.values)
+                if not any(k == n or k.startswith(f"{n}.") for n in self.neutral)]
 
     def differences_from(self, run_dir: Path) -> list[str]:
         """Differences from the config.yaml a run dir holds (none when it holds none)."""

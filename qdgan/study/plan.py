@@ -1,36 +1,29 @@
-"""Studies (conf/study/): run one as a Hydra multirun of train.py, then summarize every run it holds.
-
-    python sweep.py study=<name> [aggregate_only=true] [copy_to=DIR] [train.py and hydra overrides ...]
+"""The plan of a study (conf/study/): its runs, each with its overrides, run dir and place in the figure.
 
 The runs of a study are the product of the study's `hydra.sweeper.params` and any sweeps on the command
-line (a command-line key replaces the study's). Each run lives in `<hydra.sweep.dir>/<its overrides>`, so
-the same command finds its runs again: finished ones are skipped (train.py's `resume: auto`), interrupted
-ones continue from their last checkpoint, failed and missing ones are redone. The launcher is Hydra's:
-`hydra/launcher=joblib hydra.launcher.n_jobs=2` for parallel CPU runs, `hydra/launcher=submitit_slurm ...`
-on a cluster. `aggregate_only=true` only rewrites the summary; pass the same overrides as the run.
+line (a command-line key replaces the study's), expanded as Hydra's basic sweeper does. Each run lives in
+`<hydra.sweep.dir>/<its overrides>`, so the same command finds its runs again.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf
 
-from qdgan import rundir
+from qdgan.train import rundir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
-TRAIN = ROOT / "train.py"
 X_SCALES = ("linear", "log", "category")
 
 
@@ -114,7 +107,7 @@ def plan_study(name: str, overrides: Sequence[str]) -> Study:
         product = parser.parse_overrides([f"study={name}", *params, *[o.input_line for o in task]])
         final = {o.get_key_element(): o for o in product}  # the last override of a key wins, as in Hydra
         swept = [k for k, o in final.items() if o.is_sweep_override()]
-        combos = BasicSweeper.split_arguments(product, None)[0]
+        combos = expand(product)
         jobs = [_job(compose("train", overrides=[*hydra_args, *combo], return_hydra_config=True), combo, swept)
                 for combo in combos]
     GlobalHydra.instance().clear()
@@ -124,6 +117,22 @@ def plan_study(name: str, overrides: Sequence[str]) -> Study:
         raise SystemExit(f"error: study.x_scale={s.x_scale}; expected one of {', '.join(X_SCALES)}")
     return Study(name=s.name, sweep_dir=Path(base.hydra.sweep.dir), jobs=jobs, x_label=str(s.x_label),
                  x_scale=s.x_scale, metrics=list(s.metrics))
+
+
+def expand(overrides: Sequence[Override]) -> list[list[str]]:
+    """Every combination of the overrides' values (`a=1,2 b=x,y` → 4 lists of `key=value`), exactly as
+    Hydra's basic sweeper expands them (the last override of a key wins, in its first position), through
+    the public override API (hydra.core.override_parser)."""
+    choices: dict[str, list[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            choices[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            choices[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise SystemExit(f"error: {o.input_line}: only discrete sweeps (a,b,c or range(...)) can be run")
+    return [list(combo) for combo in itertools.product(*choices.values())]
 
 
 def _check_dir_names(subdirs: Sequence[Path], limit: int = 255) -> None:
@@ -168,39 +177,3 @@ def _value(cfg: DictConfig, key: str) -> Any:
     if value is None or OmegaConf.is_config(value):
         raise SystemExit(f"error: study key {key!r} names neither a config group nor a config value")
     return value
-
-
-def launch(name: str, overrides: Sequence[str]) -> int:
-    """`python train.py -m study=<name> ...` in this working directory; its return code."""
-    return subprocess.run([sys.executable, str(TRAIN), "-m", f"study={name}", *overrides], check=False).returncode
-
-
-def main(argv: Sequence[str]) -> int:
-    """Run (unless aggregate_only) and summarize a study; 0 when every run finished, else 1."""
-    from qdgan import summary
-
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__.strip() + f"\n\nStudies: {', '.join(available_studies())}")
-        return 0
-    cmd = parse_command_line(argv)
-    study = plan_study(cmd.study, cmd.overrides)
-    if not cmd.aggregate_only:
-        todo = [j for j in study.jobs if rundir.status(j.run_dir, j.settings)[0] != rundir.FINISHED]
-        if todo:
-            print(f"study {study.name}: {len(todo)} of {len(study.jobs)} runs to do, in {study.sweep_dir}", flush=True)
-            rc = launch(cmd.study, cmd.overrides)
-            if rc:
-                print(f"train.py -m exited with {rc}; summarizing the runs as they are", flush=True)
-        else:
-            print(f"study {study.name}: all {len(study.jobs)} runs finished, in {study.sweep_dir}", flush=True)
-    rows = summary.collect(study)
-    written = summary.write(study, rows)
-    if cmd.copy_to:
-        written = summary.copy(written, cmd.copy_to / study.name)
-    print(summary.markdown_table(rows))
-    print("wrote " + ", ".join(str(p) for p in written))
-    done = sum(r.status == rundir.FINISHED for r in rows)
-    if done < len(rows):
-        print(f"{len(rows) - done} of {len(rows)} runs not finished (see the status column)")
-        return 1
-    return 0

@@ -1,4 +1,5 @@
-"""A trained mapping applied to physical inputs, and maps compared with the measures of paper §III.3.
+"""A trained checkpoint as the apply apps use it: loaded, described, checked against its inputs and
+physics, and run on physical maps (timed).
 
 The checkpoint alone maps physical inputs to physical outputs (scaling and the training mean image
 live in its buffers); the training run's `config.yaml`, next to its `checkpoints/` folder, adds
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,24 +18,25 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from physics.config import PhysicsConfig
+from physics.config import PhysicsConfig, describe, diff
 from qdgan import metrics
-from qdgan.evaluate import predict
-from qdgan.io import (
-    DENSITIES,
-    QUANTITIES,
-    UNITS,
-    InputError,
-    Inputs,
-    TrainedOn,
-    check_inputs,
-    load_inputs,
-    physics_differences,
-    physics_mismatch,
-)
-from qdgan.module import Pix2Pix
+from qdgan.apply.inputs import InputError, Inputs, load_inputs
+from qdgan.pix2pix import Pix2Pix
+from qdgan.scaling import DENSITIES, QUANTITIES, UNITS
 
-PER_SAMPLE = ("l1", "l2", "linf", "ssim", "mssim")
+_LISTED = 3  # instances named in a warning
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """What a checkpoint was trained on: input quantity, image size, training input range, h², N."""
+
+    quantity: str
+    image_size: int
+    lo: float  # training-set minimum of the input quantity (physical unit)
+    hi: float  # training-set maximum
+    pixel_area: float  # h², nm²
+    n_electrons: float
 
 
 def pick_device(device: str) -> torch.device:
@@ -98,12 +101,10 @@ def training_physics(run_cfg: DictConfig | None) -> PhysicsConfig | None:
     """The PhysicsConfig of the training data, from the run's config.yaml when it has one."""
     if run_cfg is None or "physics" not in run_cfg:
         return None
-    from physics.generate import physics_config
-
-    return physics_config(run_cfg.physics)
+    return PhysicsConfig.from_mapping(run_cfg.physics)
 
 
-def generate(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 2) -> tuple[np.ndarray, float]:
+def timed_predictions(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 2) -> tuple[np.ndarray, float]:
     """Physical inputs (n, H, W) → physical predictions (n, H, W) float32, and the seconds the forward
     passes took (scaling and host↔device copies included). Before the clock starts, each batch shape
     runs `warmup` times: the first passes of a shape build kernels (oneDNN, cuDNN) and allocate."""
@@ -112,39 +113,21 @@ def generate(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 
     x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     for size in {min(batch_size, len(x)), len(x) % batch_size} - {0}:
         for _ in range(warmup):
-            predict(model, x[:size], batch_size)
+            model.predict_maps(x[:size], batch_size)
     t0 = time.perf_counter()
-    pred = predict(model, x, batch_size)  # returns on the CPU, so the clock includes the device sync
+    pred = model.predict_maps(x, batch_size)  # returns on the CPU, so the clock includes the device sync
     return pred.numpy(), time.perf_counter() - t0
 
 
 def compare(pred: np.ndarray, ref: np.ndarray, mean_image: np.ndarray, quantity: str) -> dict[str, Any]:
-    """Per-instance L1, L2, L∞ (eqs. 11–13), SSIM, MSSIM of `pred` against `ref`, and R² over the set
-    (eq. 14) with β̄ = `mean_image`; R² is None when SS_tot = 0 (e.g. one instance against its own mean)."""
-    p = torch.from_numpy(np.asarray(pred, dtype=np.float64))
-    r = torch.from_numpy(np.asarray(ref, dtype=np.float64))
-    per = metrics.per_sample_errors(p, r)
-    mean = torch.from_numpy(np.asarray(mean_image, dtype=np.float64))
-    ss_tot = float((r - mean).square().sum())
-    r2 = float(metrics.r2_score(p, r, mean)) if ss_tot > 0 else None
-    unit = UNITS[quantity]
-    return {
-        "n": len(r),
-        "r2": r2,
-        "mean": {k: float(v.mean()) for k, v in per.items()},
-        "std": {k: float(v.std()) if len(v) > 1 else 0.0 for k, v in per.items()},
-        "per_sample": {k: v.tolist() for k, v in per.items()},
-        "units": {"l1": unit, "l2": unit, "linf": unit, "ssim": "1", "mssim": "1"},
-    }
+    """`metrics.summarize` of generated maps against known ones, in float64."""
+    as64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (pred, ref, mean_image))
+    return metrics.summarize(*as64, UNITS[quantity])
 
 
 def charge(values: np.ndarray, pixel_area: float) -> np.ndarray:
     """h²·Σn per density map (electrons)."""
     return pixel_area * np.asarray(values).sum(axis=(1, 2), dtype=np.float64)
-
-
-def is_density(quantity: str) -> bool:
-    return quantity in DENSITIES
 
 
 def plain(value: Any) -> Any:
@@ -176,16 +159,14 @@ def ed_physics(physics_cfg: Any, inputs: Inputs, model: Pix2Pix,
     checkpoint's grid, h² and N (InputError naming the fields). Differences from the training run's
     physics (its config.yaml) are warned about: ED would then answer a different question.
     """
-    from physics.generate import physics_config
-
     if inputs.physics is not None:
         cfg = inputs.physics
         source = f"the input data set's own configuration ({Path(inputs.source) / 'manifest.json'})"
-        diff = physics_differences(cfg, physics_config(physics_cfg))
-        if diff:
-            source += f"; the physics.* group, which differs in {', '.join(diff)}, is not used"
+        if differences := diff(cfg.to_dict(), PhysicsConfig.from_mapping(physics_cfg).to_dict(), "physics."):
+            source += (f"; the physics.* group, which differs ({describe(differences, 'data set', 'group')}), "
+                       "is not used")
     else:
-        cfg, source = physics_config(physics_cfg), "the physics config group (physics.*)"
+        cfg, source = PhysicsConfig.from_mapping(physics_cfg), "the physics config group (physics.*)"
         problems = physics_mismatch(cfg, trained_on(model))
         if problems:
             raise InputError("the physics config does not match the checkpoint: " + "; ".join(problems)
@@ -193,11 +174,60 @@ def ed_physics(physics_cfg: Any, inputs: Inputs, model: Pix2Pix,
     warnings = []
     trained = training_physics(run_cfg)
     if trained is not None:
-        diff = physics_differences(cfg, trained)
-        if diff:
-            warnings.append(f"ED physics differs from the training data's (run config.yaml): {', '.join(diff)}")
+        if differences := diff(trained.to_dict(), cfg.to_dict(), "physics."):
+            warnings.append("ED physics differs from the training data's (run config.yaml): "
+                            + describe(differences, "training", "ED"))
     return cfg, source, warnings
 
 
 def device_info(model: Pix2Pix) -> dict[str, Any]:
     return {"device": str(model.device), "torch_threads": torch.get_num_threads()}
+
+
+def check_inputs(inputs: Inputs, trained: TrainedOn, range_tolerance: float, charge_tolerance: float) -> list[str]:
+    """Raise InputError on a wrong shape or NaN/inf; return warnings for values outside the training
+    range (by more than `range_tolerance` of its span) and for densities with |h²·Σn − N| >
+    `charge_tolerance` electrons."""
+    x, src, name = inputs.values, inputs.source, inputs.quantity
+    size = trained.image_size
+    if x.shape[1:] != (size, size):
+        raise InputError(f"input={src}: maps of {x.shape[1]}×{x.shape[2]} pixels, but the checkpoint's generator "
+                         f"works on {size}×{size} (expected shape (N, {size}, {size}) or ({size}, {size}))")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = np.argwhere(bad)[0]
+        raise InputError(f"input={src}: {int(bad.sum())} NaN/inf value(s) in {int(bad.any(axis=(1, 2)).sum())} "
+                         f"instance(s), first in {inputs.labels[first[0]]} at pixel {tuple(int(i) for i in first[1:])}")
+    warnings = []
+    unit = UNITS.get(name, "")
+    tol = range_tolerance * (trained.hi - trained.lo)
+    lo, hi = x.min(axis=(1, 2)), x.max(axis=(1, 2))
+    out = np.flatnonzero((lo < trained.lo - tol) | (hi > trained.hi + tol))
+    if out.size:
+        shown = ", ".join(f"{inputs.labels[i]} in [{lo[i]:.4g}, {hi[i]:.4g}]" for i in out[:_LISTED])
+        warnings.append(f"input {name}: {out.size} of {len(x)} instance(s) leave the training range "
+                        f"[{trained.lo:.4g}, {trained.hi:.4g}] {unit} by more than {range_tolerance:.0%} of its "
+                        f"span ({shown}{', ...' if out.size > _LISTED else ''}): out of the training "
+                        "distribution, the predictions there are extrapolations")
+    if name in DENSITIES:
+        charge = trained.pixel_area * x.sum(axis=(1, 2), dtype=np.float64)
+        off = np.flatnonzero(np.abs(charge - trained.n_electrons) > charge_tolerance)
+        if off.size:
+            shown = ", ".join(f"{charge[i]:.5g} ({inputs.labels[i]})" for i in off[:_LISTED])
+            warnings.append(f"input {name}: {off.size} of {len(x)} density map(s) do not integrate to "
+                            f"N = {trained.n_electrons:g}: h²·Σn = {shown}{', ...' if off.size > _LISTED else ''} "
+                            f"(tolerance {charge_tolerance:g} electrons)")
+    return warnings
+
+
+def physics_mismatch(cfg: PhysicsConfig, trained: TrainedOn) -> list[str]:
+    """Fields of `cfg` that disagree with the checkpoint's grid, pixel area h² and electron count N."""
+    problems = []
+    if cfg.grid != trained.image_size:
+        problems.append(f"physics.grid={cfg.grid} vs the checkpoint's {trained.image_size}×{trained.image_size} images")
+    if not np.isclose(cfg.h_nm**2, trained.pixel_area, rtol=1e-6, atol=0):
+        problems.append(f"physics.length_nm={cfg.length_nm} and grid={cfg.grid} give h² = {cfg.h_nm**2:.6g} nm², "
+                        f"the checkpoint was trained with h² = {trained.pixel_area:.6g} nm²")
+    if cfg.n_electrons != round(trained.n_electrons):
+        problems.append(f"physics.n_electrons={cfg.n_electrons} vs the checkpoint's N = {trained.n_electrons:g}")
+    return problems

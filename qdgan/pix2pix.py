@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from qdgan import metrics
-from qdgan.datamodule import DataStats, encode_input, from_unit_range
+from qdgan.scaling import DataStats, encode_input, from_unit_range
 
 GAN_MODES = ("vanilla", "lsgan")
 
@@ -134,6 +134,17 @@ class Pix2Pix(L.LightningModule):
                 if isinstance(m, nn.Dropout):
                     m.train()
         return self.unscale_target(self(x)).squeeze(1)
+
+    @torch.no_grad()
+    def predict_maps(self, inputs: Tensor, batch_size: int = 100) -> Tensor:
+        """Physical inputs (n, H, W) → physical predictions (n, H, W) on the CPU, in eval mode, in batches
+        on the model's device: the one path from a map to a prediction (test, predict, invert)."""
+        self.eval()
+        outs = []
+        for i in range(0, len(inputs), batch_size):
+            x = self.scale_input(inputs[i : i + batch_size].to(self.device)).unsqueeze(1)
+            outs.append(self.physical_prediction(x).cpu())
+        return torch.cat(outs) if outs else inputs.new_zeros((0, *inputs.shape[1:]))
 
     @property
     def charge(self) -> tuple[float, float] | None:

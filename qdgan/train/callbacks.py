@@ -8,12 +8,12 @@ continues the same curves; it is also written to `history.json` at the end of fi
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 
+from physics.files import atomic_write_bytes
 from qdgan import metrics
 
 LOSS_KEYS = ("train/loss_g", "train/loss_d", "train/loss_l1", "train/loss_g_gan")
@@ -58,9 +58,9 @@ class History(L.Callback):
             if key.startswith("val/"):
                 self.val.setdefault(key[4:], []).append(float(value))
         dm = trainer.datamodule
-        if dm is None or "test" not in getattr(dm, "_tensors", {}):
+        if dm is None or not dm.splits:
             return
-        x, y = dm._tensors["test"]
+        x, y = dm.scaled("test")
         x, y = x[: self.n_tracked].to(pl_module.device), y[: self.n_tracked].to(pl_module.device)
         with torch.no_grad():
             pred = pl_module.physical_prediction(x)
@@ -71,7 +71,7 @@ class History(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.out and trainer.is_global_zero:
-            Path(self.out).write_text(json.dumps(self.as_dict()))
+            atomic_write_bytes(self.out, json.dumps(self.as_dict()).encode())
 
     # state ------------------------------------------------------------------------------------------
 

@@ -1,0 +1,3 @@
+"""A trained model applied: predict, invert, their inputs and outputs, checkpoints, ED batches.
+
+Kept free of torch at import time (except `checkpoint`): ED worker processes re-import the apps."""

@@ -1,0 +1,174 @@
+"""Hydra app `python -m qdgan.invert checkpoint=<nint_to_v ckpt> input=<densities>`: the inverse problem.
+
+Paper Fig. 6 and §IV: a density ↦ potential generator proposes Ṽ = G(n_int); Ṽ (raw, or projected
+onto the admissible potentials: clipped to [V0, Vs] or snapped to {V0, Vs}) is solved by ED with the
+same PhysicsConfig, and the recomputed density n_int^(r) is compared with the input n_int. When the
+original V is known (a data-set input, an .h5 input holding 'potential', or `reference=`), Ṽ is
+compared with V too. Writes `invert_metrics.json` (R², L1/L2/L∞, SSIM, MSSIM of both comparisons),
+`invert_instances.csv` (the same per instance), `inversion.h5` and `figures/fig6.png`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import DictConfig
+
+from physics.files import Staging
+from qdgan.apply.ed_batch import solve_all
+from qdgan.apply.inputs import InputError, read_reference
+from qdgan.apply.outputs import as_paths, check_output_paths, check_writable, write_arrays
+from qdgan.scaling import DENSITIES, UNITS
+
+log = logging.getLogger("qdgan.invert")
+
+PROJECTIONS = ("none", "clip", "snap")
+
+
+def project(potential: np.ndarray, mode: str, v_well: float, v_step: float) -> np.ndarray:
+    """The admissible potential nearest to Ṽ: `none` keeps the generator's output (the paper's
+    choice), `clip` limits it to [V0, Vs], `snap` sets each pixel to V0 or Vs, whichever is closer."""
+    if mode == "none":
+        return potential
+    lo, hi = min(v_well, v_step), max(v_well, v_step)
+    if mode == "clip":
+        return np.clip(potential, lo, hi)
+    if mode == "snap":
+        return np.where(potential < 0.5 * (lo + hi), lo, hi).astype(potential.dtype)
+    raise InputError(f"projection={mode!r}: expected one of {PROJECTIONS}")
+
+
+def check_mapping(model: Any, checkpoint: str) -> None:
+    """qdgan.invert needs a density ↦ potential checkpoint (e.g. mapping=nint_to_v)."""
+    hp = model.hparams
+    if hp.target_name != "potential" or hp.input_name not in DENSITIES:
+        raise InputError(f"checkpoint={checkpoint} maps {hp.input_name} ↦ {hp.target_name} ({hp.mapping}); "
+                         "qdgan.invert needs a density ↦ potential mapping (train with mapping=nint_to_v); "
+                         "forward mappings are verified with python -m qdgan.predict … verify=true")
+
+
+def run_invert(cfg: DictConfig) -> dict[str, Any]:
+    """Generate Ṽ, project it, re-solve it by ED, compare, write the outputs; return the metrics."""
+    from qdgan.apply import checkpoint
+    from qdgan.train import figures
+
+    if cfg.projection not in PROJECTIONS:
+        raise InputError(f"projection={cfg.projection!r}: expected one of {PROJECTIONS}")
+    out_dir = Path(cfg.out_dir)
+    outputs = check_output_paths(as_paths(checkpoint.plain(cfg.output)), [cfg.input, cfg.checkpoint])
+    check_writable([out_dir / "invert_metrics.json"])
+    model = checkpoint.load_model(cfg.checkpoint, cfg.device)
+    check_mapping(model, cfg.checkpoint)
+    density = model.hparams.input_name
+    run_cfg = checkpoint.run_config(cfg.checkpoint)
+    inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg)
+    physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg)
+    warnings += more
+    if cfg.reference:
+        known = read_reference(cfg.reference, "potential", len(inputs), inputs.rows)
+        known_from = str(cfg.reference)
+    else:
+        known = inputs.companion("potential")
+        known_from = f"{inputs.source} ('potential')" if known is not None else None
+    for w in warnings:
+        log.warning(w)
+
+    raw, seconds = checkpoint.timed_predictions(model, inputs.values, cfg.batch_size)
+    generated = project(raw, cfg.projection, physics.v_well_ev, physics.v_step_ev)
+    ed = solve_all(generated, physics, cfg.ed.workers, cfg.ed.progress, inputs.labels)
+    recomputed = ed.n_int if density == "n_int" else ed.n0
+
+    result: dict[str, Any] = {
+        "mapping": model.hparams.mapping, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input),
+        "n": len(inputs), "labels": inputs.labels, "rows": inputs.rows.tolist(), "projection": cfg.projection,
+        "physics": physics.to_dict(), "physics_source": source,
+        "density": checkpoint.compare(recomputed, inputs.values, inputs.values.mean(axis=0), density),
+        "potential": None, "energy": None,
+        "r2_mean_image": {
+            "density": f"mean of the input {density} maps over the {len(inputs)} evaluated instance(s) "
+                       "(the checkpoint holds no training-mean density)",
+            "potential": "the training-set mean potential (checkpoint target_mean)"},
+        "reference_potential": known_from,
+        "timing": {"generator_seconds": seconds, "generator_per_second": len(inputs) / max(seconds, 1e-12),
+                   "ed_seconds": ed.wall_seconds, "ed_per_second": ed.per_second, "ed_workers": ed.workers,
+                   "ed_seconds_per_solve": float(ed.solve_seconds.mean()), **checkpoint.device_info(model)},
+        "input_charge": checkpoint.charge(inputs.values, float(model.physics[0])).tolist(),
+        "warnings": warnings,
+    }
+    if known is not None:
+        result["potential"] = checkpoint.compare(generated, known, model.target_mean.cpu().numpy(), "potential")
+    energy = inputs.companion("energy")
+    if energy is not None:
+        err = ed.energy - energy
+        result["energy"] = {"unit": "eV", "mean_abs_error": float(np.abs(err).mean()),
+                            "per_sample": err.tolist(), "note": "E(Ṽ) − E(V), many-body ground-state energies"}
+
+    arrays = {density: inputs.values, "potential": generated, f"{density}_r": recomputed, "energy_r": ed.energy,
+              "index": inputs.rows}
+    if cfg.projection != "none":
+        arrays["potential_raw"] = raw
+    if known is not None:
+        arrays["potential_ref"] = known
+    units = {density: UNITS[density], f"{density}_r": UNITS[density], "potential": "eV", "potential_raw": "eV",
+             "potential_ref": "eV", "energy_r": "eV"}
+    attrs = {"mapping": model.hparams.mapping, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input),
+             "projection": cfg.projection}
+    with Staging() as stage:
+        for path in [*outputs, out_dir / "inversion.h5"]:
+            write_arrays(stage.path(path), "potential", arrays, units, attrs, inputs.single)
+        stage.path(out_dir / "invert_instances.csv").write_text(instance_table(result))
+        if cfg.n_panels > 0:
+            k = min(cfg.n_panels, len(inputs))
+            figures.inversion_panels(inputs.values[:k], generated[:k], recomputed[:k], checkpoint.length_nm(model),
+                                   stage.path(out_dir / "figures" / "fig6.png"),
+                                   None if known is None else known[:k], density, inputs.labels[:k])
+        stage.path(out_dir / "invert_metrics.json").write_text(json.dumps(result, indent=1))
+        written = [str(p.relative_to(out_dir.absolute())) if p.is_relative_to(out_dir.absolute()) else str(p)
+                   for p in stage.finals]
+    print(summary(result, out_dir, written), flush=True)
+    return result
+
+
+def instance_table(result: dict[str, Any]) -> str:
+    """CSV, one row per instance: label, row, the measures of Ṽ vs V (v_*) and n^(r) vs n (n_*), energies."""
+    cols: dict[str, list[Any]] = {"label": result["labels"], "row": result["rows"],
+                                  "input_charge": result["input_charge"]}
+    for prefix, key in (("v", "potential"), ("n", "density")):
+        if result[key] is not None:
+            cols |= {f"{prefix}_{m}": v for m, v in result[key]["per_sample"].items()}
+    if result["energy"] is not None:
+        cols["energy_error_ev"] = result["energy"]["per_sample"]
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(cols)
+    writer.writerows(zip(*cols.values(), strict=True))
+    return buf.getvalue()
+
+
+def summary(result: dict[str, Any], out_dir: Path, written: list[str]) -> str:
+    """Lines printed at the end: both comparisons over the set, timing, warnings, where the files are."""
+    from qdgan.metrics import report_line  # torch: loaded by the run already, not by ED workers
+
+    t = result["timing"]
+    lines = [f"{result['mapping']}: {result['n']} instance(s) from {result['input']}, projection "
+             f"{result['projection']}, ED with {result['physics_source']}"]
+    for name, key in (("Ṽ vs V      ", "potential"), ("n^(r) vs n  ", "density")):
+        m = result[key]
+        if m is None:
+            lines.append(f"  {name}(V unknown: give reference=<potentials> to compare)")
+            continue
+        lines.append(f"  {name}{report_line(m)}")
+    if result["energy"] is not None:
+        lines.append(f"  |E(Ṽ) − E(V)| mean {result['energy']['mean_abs_error']:.4g} eV")
+    lines.append(f"  generator {t['generator_per_second']:.1f}/s, ED {t['ed_per_second']:.1f}/s "
+                 f"({t['ed_workers']} worker(s), {1000 * t['ed_seconds_per_solve']:.1f} ms per solve)")
+    if result["warnings"]:
+        lines.append(f"  {len(result['warnings'])} warning(s): logged above and listed in invert_metrics.json")
+    lines.append(f"  wrote {', '.join(written)} in {out_dir}")
+    return "\n".join(lines)

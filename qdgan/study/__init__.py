@@ -1,0 +1,1 @@
+"""Studies: plans of Hydra multiruns over train.py (plan), their summaries and figures, the sweep.py CLI."""
