@@ -5,19 +5,30 @@ file system, with the target's suffix so format-by-suffix writers still work), t
 then renamed over the target (or hard-linked to it when the target must not exist yet) and the
 folder is fsynced. A crash at any moment leaves the old file or the new one, never a torn one, and
 the temporary name is recognisable (`is_temporary`) so the next run can clear it. `Staging` commits
-a group of such files together (predict/invert outputs, a run's final files).
+a group of such files together (predict/invert outputs, a run's final files). `dir_lock` keeps a second
+process out of a folder that one is writing (a run dir, a data set's shard range).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import os
+import socket
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Staging", "atomic_path", "atomic_write_bytes", "fsync_dir", "is_temporary", "temporary_files",
-           "temporary_path"]
+__all__ = ["LockError", "Staging", "atomic_path", "atomic_write_bytes", "dir_lock", "fsync_dir", "is_temporary",
+           "temporary_files", "temporary_path"]
+
+log = logging.getLogger(__name__)
 
 _TAG = ".tmp"
 
@@ -154,3 +165,86 @@ class Staging:
             self.commit()
         else:
             self.discard()
+
+
+class LockError(RuntimeError):
+    """Another live process holds the lock; the message names it (pid, host, since when) and the lock file."""
+
+
+def _process_start(pid: int) -> str | None:
+    """Start time of `pid` in clock ticks since boot (/proc), to tell a reused pid; None where unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether the process that wrote `holder` (pid, start time) still runs on this host."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    start = _process_start(pid)
+    return start is None or holder.get("start") in (None, start)
+
+
+def _holder_text(holder: dict[str, Any], path: Path) -> str:
+    return (f"pid {holder.get('pid')} on host {holder.get('host')} since {holder.get('since')} "
+            f"({' '.join(holder.get('argv', []))[:120]}; lock file {path})")
+
+
+@contextmanager
+def dir_lock(directory: str | os.PathLike[str], name: str = ".lock", what: str = "directory") -> Iterator[Path]:
+    """Hold `directory/name` while the block runs: a file created exclusively (atomic, also on NFS) that
+    names this process (pid, process start time, host). A second process gets LockError naming the holder.
+    A lock left by a dead process of this host (pid gone, or reused by another process) is taken over with
+    a warning; one held on another host is refused, since its process cannot be checked from here."""
+    path = Path(directory) / name
+    me = {"pid": os.getpid(), "start": _process_start(os.getpid()), "host": socket.gethostname(),
+          "since": datetime.now(timezone.utc).isoformat(timespec="seconds"), "argv": list(sys.argv)}
+    data = json.dumps(me).encode()
+    for _ in range(5):
+        if atomic_write_bytes(path, data, exclusive=True):
+            break
+        try:
+            raw = path.read_bytes()
+            holder = json.loads(raw)
+        except FileNotFoundError:
+            continue  # released meanwhile
+        except (OSError, ValueError):
+            time.sleep(0.2)  # a writer without hard links may still be filling it
+            raw, holder = path.read_bytes(), {}
+        if holder.get("host") != me["host"]:
+            raise LockError(f"{what} {path.parent} is in use by {_holder_text(holder, path)}; if that job has "
+                            "ended, delete the lock file")
+        if _alive(holder):
+            raise LockError(f"{what} {path.parent} is in use by {_holder_text(holder, path)}")
+        stale = path.with_name(f"{name}.stale-{uuid.uuid4().hex[:8]}")
+        try:
+            os.rename(path, stale)
+        except FileNotFoundError:
+            continue
+        if stale.read_bytes() != raw:  # another process took it over first: put its fresh lock back
+            with contextlib.suppress(FileExistsError):
+                os.link(stale, path)
+            stale.unlink()
+            continue
+        stale.unlink()
+        log.warning("%s %s: took over the lock left by %s, which is no longer running", what, path.parent,
+                    _holder_text(holder, path))
+    else:
+        raise LockError(f"{what} {path.parent}: could not take the lock {path} (contended)")
+    try:
+        yield path
+    finally:
+        try:
+            if path.read_bytes() == data:
+                path.unlink()
+        except FileNotFoundError:
+            pass

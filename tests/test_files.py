@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+
 import pytest
 
-from physics.files import Staging, atomic_path, atomic_write_bytes, is_temporary, temporary_files, temporary_path
+from physics.files import (
+    LockError,
+    Staging,
+    atomic_path,
+    atomic_write_bytes,
+    dir_lock,
+    is_temporary,
+    temporary_files,
+    temporary_path,
+)
 
 
 def test_atomic_write_replaces_and_exclusive_write_never_overwrites(tmp_path):
@@ -44,3 +59,28 @@ def test_staging_commits_all_files_together(tmp_path):
         assert not (tmp_path / "a.npy").exists()
     assert (tmp_path / "a.npy").read_bytes() == b"a" and (tmp_path / "sub" / "b.json").read_text() == "{}"
     assert not [p for p in tmp_path.rglob("*") if is_temporary(p.name)]
+
+
+def test_dir_lock_refuses_a_second_holder_and_releases(tmp_path):
+    with dir_lock(tmp_path, what="run directory") as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        with pytest.raises(LockError, match=rf"run directory {tmp_path} is in use by pid {os.getpid()} on host"):
+            with dir_lock(tmp_path, what="run directory"):
+                pass
+    assert not path.exists()
+    with dir_lock(tmp_path):  # free again
+        pass
+
+
+def test_dir_lock_takes_over_from_a_dead_process_but_not_from_another_host(tmp_path, caplog):
+    dead_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # no process can have it
+    lock = tmp_path / ".lock"
+    lock.write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(), "since": "earlier"}))
+    with caplog.at_level(logging.WARNING), dir_lock(tmp_path):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"took over the lock left by pid {dead_pid}" in caplog.text
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere.cluster", "since": "earlier"}))
+    with pytest.raises(LockError, match=r"pid 1 on host elsewhere\.cluster .* delete the lock file"):
+        with dir_lock(tmp_path):
+            pass
+    assert json.loads(lock.read_text())["host"] == "elsewhere.cluster"  # left as it was
