@@ -17,7 +17,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from physics.config import ConfigError
+from physics.files import LockError
+from physics.shards import DatasetError
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +32,11 @@ def main(cfg: DictConfig) -> float | None:
         result = run(cfg, hydra_cfg.runtime.output_dir)
     except Exception as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
-            log.error("run failed (failed.json in %s): %s", hydra_cfg.runtime.output_dir, err)
+            where = "" if isinstance(err, LockError) else f" (failed.json in {hydra_cfg.runtime.output_dir})"
+            log.error("run failed%s: %s", where, err)
             return None
-        if isinstance(err, (ConfigError, ValueError, FileNotFoundError)):
-            sys.exit(f"error: {err}")
+        if isinstance(err, (ValueError, OSError, DatasetError, LockError)):  # ConfigError is a ValueError
+            sys.exit(f"error: {err}")  # the traceback, if wanted, is in the run dir's failed.json
         raise
     return result.get("r2")
 

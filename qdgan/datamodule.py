@@ -134,9 +134,12 @@ class EDDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Generate the data set through `physics.generate` when `path` holds none, or complete one whose
-        generation was interrupted (manifest not finalized); a finished set is used as it is (rank 0 only)."""
-        manifest = self.path / "manifest.json"
-        complete = manifest.exists() and json.loads(manifest.read_text()).get("shards") is not None
+        generation was interrupted (manifest not finalized) if it was started with this config (else
+        ValueError naming the differences); a finished set is used as it is (rank 0 only)."""
+        from physics import manifest
+
+        path = self.path / manifest.MANIFEST
+        complete = path.exists() and json.loads(path.read_text()).get("shards") is not None
         if complete:
             return
         if self.generate_cfg is None:
@@ -147,15 +150,21 @@ class EDDataModule(L.LightningDataModule):
         gen = OmegaConf.create(OmegaConf.to_container(OmegaConf.create(self.generate_cfg), resolve=True))
         gen.out_dir = str(self.path)
         gen.physics = self.physics.to_dict()
+        plan = plan_from_config(gen)
+        if path.exists() and (differences := diff(manifest.load(self.path)["identity"], plan.identity.to_dict())):
+            raise ValueError(f"data.path={self.path}: holds an interrupted data set of another config "
+                             f"({describe(differences, 'there', 'requested')}); point data.path at another "
+                             "directory, or finish that set with its own physics.generate command")
         print(f"No complete data set at {self.path}: generating {gen.n_samples} instances with physics.generate "
               f"(seed {gen.seed}; an interrupted set is completed); later runs reuse it.", flush=True)
-        generate(plan_from_config(gen))
+        generate(plan)
 
     def setup(self, stage: str | None = None) -> None:
         if self.stats is not None:
             return
         ds = open_dataset(self.path)
         _check_same_physics(ds.config, self.physics, self.path)
+        ds.validate()  # checksums, shapes, finiteness, ∫n = N (~0.4 s for 5000 instances): DatasetError names the shard
         try:
             self.splits = split_indices(len(ds), self.split_seed, self.n_train, self.n_val, self.n_test)
         except ValueError as err:

@@ -1,13 +1,15 @@
-"""Training history for the run's figures: losses (Fig. 3), validation R² (Fig. 5/A5a) and
-SSIM/MSSIM of a fixed group of test instances over training (Fig. 4).
+"""Callbacks of a training run. `History`: losses (Fig. 3), validation R² (Fig. 5/A5a) and SSIM/MSSIM
+of a fixed group of test instances over training (Fig. 4), for the run's figures. `RunState`: the random
+states and training time a resumed run needs to be the run it continues.
 
-The history is part of the callback state, so it travels in checkpoints and a resumed run
-continues the same curves; it is also written to `history.json` at the end of fitting.
+Both are callback state, so they travel in checkpoints and a resumed run continues the same curves;
+the history is also written to `history.json` at the end of fitting.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import lightning as L
@@ -83,3 +85,41 @@ class History(L.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.losses, self.val, self.tracked = state["losses"], state["val"], state["tracked"]
+
+
+class RunState(L.Callback):
+    """What a resumed run needs besides weights, optimizers and batch order to be the run it continues:
+    every random state training draws from (dropout γ, jitter crops, flips: torch's CPU and CUDA generators;
+    the batch order has its own, in TensorBatches; nothing draws from numpy's or Python's global ones) and
+    the training seconds of earlier attempts. Saved in every checkpoint;
+    restored at `on_train_start`, after the sanity check, where the interrupted run stood."""
+
+    def __init__(self) -> None:
+        self.seconds_before = 0.0  # training time of earlier attempts, as of the checkpoint resumed from
+        self._started: float | None = None
+        self._restore: dict[str, Any] | None = None
+
+    @property
+    def train_seconds(self) -> float:
+        """Training seconds of all attempts so far."""
+        now = 0.0 if self._started is None else time.perf_counter() - self._started
+        return self.seconds_before + now
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Any) -> None:
+        if self._restore is not None:
+            rng = self._restore
+            torch.set_rng_state(rng["torch"])
+            if torch.cuda.is_available() and rng.get("cuda"):
+                torch.cuda.set_rng_state_all(rng["cuda"])
+            self._restore = None
+        self._started = time.perf_counter()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self.train_seconds,
+                "rng": {"torch": torch.get_rng_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.seconds_before = float(state["train_seconds"])
+        self._restore = state["rng"]
+

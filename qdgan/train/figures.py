@@ -62,7 +62,12 @@ def loss_curves(history: dict[str, Any], path: str | Path) -> Path:
     losses = history["losses"]
     steps = np.asarray(losses["step"])
     keys = [k for k in ("train/loss_g", "train/loss_l1", "train/loss_g_gan", "train/loss_d") if k in losses]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * max(1, len(keys)), 3.4), squeeze=False)
+    if not keys:  # a run shorter than history_every_n_steps recorded none
+        fig, ax = plt.subplots(figsize=(4.2, 3.4))
+        ax.text(0.5, 0.5, f"no losses recorded\n({len(steps)} samples)", ha="center", va="center")
+        ax.set_axis_off()
+        return save_figure(fig, path)
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=False):
         vals = np.asarray(losses[key])
         ax.plot(steps[: len(vals)], vals, lw=0.5, alpha=0.5)

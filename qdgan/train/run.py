@@ -3,10 +3,9 @@ metrics and figures in the run directory. `train.py` is the Hydra entry point ar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +14,20 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate as hydra_instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from physics.files import atomic_write_bytes
+from physics.files import LockError, atomic_write_bytes, dir_lock
 from qdgan.datamodule import EDDataModule
 from qdgan.metrics import report_line
 from qdgan.networks import receptive_field
 from qdgan.pix2pix import Pix2Pix
 from qdgan.scaling import is_density
 from qdgan.train import figures, rundir
-from qdgan.train.callbacks import History
+from qdgan.train.callbacks import History, RunState
+from qdgan.train.checkpoints import AtomicCheckpointIO
 from qdgan.train.evaluate import evaluate, write_metrics
+from qdgan.train.logs import build_loggers, finish_wandb
 
 log = logging.getLogger(__name__)
 
@@ -56,52 +57,58 @@ def build_model(cfg: DictConfig) -> Pix2Pix:
     )
 
 
-def build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    loggers = []
-    for name, spec in (cfg.logger or {}).items():
-        if spec is None:
-            continue
-        if name == "wandb":
-            if spec.get("offline", True):
-                os.environ.setdefault("WANDB_MODE", "offline")  # never needs the network; `wandb sync` later
-            id_file = run_dir / "wandb_id.txt"  # resuming in the same run dir continues the same W&B run
-            run_id = id_file.read_text().strip() if id_file.exists() else None
-            logger = instantiate(spec, id=run_id, resume="allow" if run_id else None)
-            if not run_id:
-                id_file.write_text(logger.experiment.id if logger.experiment else "")
-            loggers.append(logger)
-        else:
-            loggers.append(instantiate(spec))
-    return loggers
-
-
 def optimizer_steps_per_batch(model: Pix2Pix) -> int:
     """Lightning counts every optimizer step in global_step: 2 per batch with a discriminator."""
     return 2 if model.discriminator is not None else 1
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """Refuse run settings no training can follow, before any work (ValueError naming the key)."""
+    for key, least in (("max_steps", 1), ("val_every_n_steps", 1), ("history_every_n_steps", 1),
+                       ("n_tracked", 0), ("n_panels", 0)):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{key}={value!r}: expected an integer ≥ {least}"
+                             + (" (generator steps to train)" if key == "max_steps" else ""))
+    grid, size = cfg.physics.grid, cfg.generator.image_size
+    if grid != size:
+        raise ValueError(f"physics.grid={grid}, but generator.image_size={size}: the generator takes "
+                         f"{size}×{size} maps (set generator.image_size to the grid, a multiple of 2**depth)")
 
 
 def run(cfg: DictConfig, run_dir: str | Path) -> dict[str, Any]:
     """Train, pick the best checkpoint by validation R², evaluate on the test set; return metrics.
 
     A finished run of the same config in `run_dir` is returned as it is; one that left a checkpoint is
-    continued (`resume: auto`, qdgan/train/rundir.py). An error is recorded in failed.json and re-raised."""
+    continued (`resume: auto`, qdgan/train/rundir.py). The run dir is locked while a process works in it
+    (a second one gets LockError). An error is recorded in failed.json and re-raised."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     for handler in list(logging.getLogger("lightning.pytorch").handlers):  # Hydra's root handler prints them
         logging.getLogger("lightning.pytorch").removeHandler(handler)
     try:
-        attempt = rundir.plan_attempt(cfg, run_dir)
-        (run_dir / "failed.json").unlink(missing_ok=True)
-        if attempt.action == "skip":
-            print(f"skipped: {run_dir} holds a finished run of this config (R² {attempt.metrics['r2']:.4f})",
-                  flush=True)
-            return attempt.metrics
-        if attempt.action == "resume":
-            print(f"resuming from {attempt.ckpt_path}", flush=True)
-        return _train_and_test(cfg, run_dir, attempt.ckpt_path)
+        check_settings(cfg)
+        # DDP ranks > 0 re-run this function in the run dir that rank 0 holds
+        with dir_lock(run_dir, what="run directory") if rank_zero_only.rank == 0 else _no_lock():
+            attempt = rundir.plan_attempt(cfg, run_dir)
+            (run_dir / "failed.json").unlink(missing_ok=True)
+            if attempt.action == "skip":
+                print(f"skipped: {run_dir} holds a finished run of this config (R² {attempt.metrics['r2']:.4f})",
+                      flush=True)
+                return attempt.metrics
+            if attempt.action == "resume":
+                print(f"resuming from {attempt.ckpt_path}", flush=True)
+            return _train_and_test(cfg, run_dir, attempt.ckpt_path)
+    except LockError:
+        raise  # the run dir belongs to another process: its failed.json is not ours to write
     except Exception as err:
         rundir.record_failure(run_dir, err)
         raise
+
+
+@contextlib.contextmanager
+def _no_lock() -> Any:
+    yield None
 
 
 def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> dict[str, Any]:
@@ -112,32 +119,32 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> di
     dm: EDDataModule = instantiate(cfg.data, _recursive_=False)
     model = build_model(cfg)
     history = History(cfg.history_every_n_steps, cfg.n_tracked, out=str(run_dir / "history.json"))
+    state = RunState()
     ckpt = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/r2", mode="max",
                            save_top_k=1, enable_version_counter=False)
     # Lightning's save_last only saves when the monitored metric improved; resuming needs the latest state.
     latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                              enable_version_counter=False)
     per_batch = optimizer_steps_per_batch(model)
-    loggers = build_loggers(cfg, run_dir)
+    loggers = build_loggers(cfg, run_dir, instantiate)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         max_steps=cfg.max_steps * per_batch,
         val_check_interval=cfg.val_every_n_steps,
         check_val_every_n_epoch=None,
-        callbacks=[ckpt, latest, history],
+        callbacks=[ckpt, latest, history, state],
         logger=loggers,
+        plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
         use_distributed_sampler=False,
     )
     try:
-        start = time.perf_counter()
         trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
-        train_seconds = time.perf_counter() - start
         if not trainer.is_global_zero:
             return {}
-        return _test(cfg, dm, model, ckpt, history, train_seconds, run_dir)
+        return _test(cfg, dm, model, ckpt, history, state.train_seconds, run_dir)
     finally:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
 
 
 def _test(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, ckpt: ModelCheckpoint, history: History,
@@ -166,14 +173,6 @@ def _test(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, ckpt: ModelCheckpoi
     write_metrics(result, run_dir / "metrics.json", extra)
     _report(result, extra, run_dir)
     return result | extra
-
-
-def _finish_wandb(loggers: list[Any]) -> None:
-    """Close this run's W&B run: otherwise the next run of a multirun in the same process logs into it."""
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
-        import wandb
-
-        wandb.finish()
 
 
 def _figures(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, x: torch.Tensor, y: torch.Tensor,

@@ -8,8 +8,11 @@ stale `failed.json`. Runs of another config never share a dir silently: `plan_at
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import traceback
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from physics.config import diff
 from physics.files import atomic_write_bytes
 
+log = logging.getLogger(__name__)
+
 FINISHED, FAILED, STALE, INCOMPLETE, MISSING = "finished", "failed", "stale", "incomplete", "missing"
+LAST, PREVIOUS = "last.ckpt", "last.prev.ckpt"  # the latest state and the one before (train/checkpoints.py)
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ def status(run_dir: str | Path, expected: Settings | None = None) -> tuple[str, 
     if (metrics := read_metrics(run_dir)) is not None:
         diffs = expected.differences_from(run_dir) if expected else []
         return (STALE, {"error": "finished with another config: " + _shorten(diffs)}) if diffs else (FINISHED, metrics)
-    if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints" / "last.ckpt").exists():
+    if (run_dir / "config.yaml").exists() or (run_dir / "checkpoints" / LAST).exists():
         return INCOMPLETE, {}
     return MISSING, {}
 
@@ -110,19 +116,54 @@ def _shorten(diffs: list[str], n: int = 5) -> str:
 
 
 def plan_attempt(cfg: DictConfig, run_dir: Path) -> Attempt:
-    """With `resume: auto`: skip a finished run of the same config, resume one that left
-    checkpoints/last.ckpt, else start fresh; ValueError if the dir holds results of another config.
-    An explicit `ckpt_path` and `resume: never` start from what they say."""
+    """With `resume: auto`: skip a finished run of the same config, resume one that left an intact
+    checkpoint (`resume_checkpoint`), else start fresh; ValueError if the dir holds results of another
+    config. An explicit `ckpt_path` and `resume: never` start from what they say."""
     resume = cfg.get("resume", "auto")
     if resume not in ("auto", "never"):
         raise ValueError(f"resume={resume!r}; expected auto or never")
-    last = run_dir / "checkpoints" / "last.ckpt"
+    saved = any((run_dir / "checkpoints" / name).exists() for name in (LAST, PREVIOUS))
     metrics = read_metrics(run_dir)
-    if resume == "never" or not (metrics or last.exists()):
+    if resume == "never" or not (metrics or saved):
         return Attempt("fresh", cfg.ckpt_path)
     if diffs := Settings.of(cfg).differences_from(run_dir):
         raise ValueError(f"the run dir holds a {'finished' if metrics else 'checkpointed'} run of another config "
                          f"({_shorten(diffs)}); move the dir away to retrain, or choose another hydra.sweep.dir")
     if metrics:
         return Attempt("skip", metrics=metrics)
-    return Attempt("resume", cfg.ckpt_path or str(last))
+    if cfg.ckpt_path:
+        return Attempt("resume", cfg.ckpt_path)
+    last = resume_checkpoint(run_dir / "checkpoints")
+    return Attempt("resume", str(last)) if last else Attempt("fresh")
+
+
+def intact(path: Path) -> bool:
+    """Whether a checkpoint file is a complete torch zip archive (every member's CRC checked)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def resume_checkpoint(checkpoints: Path) -> Path | None:
+    """`last.ckpt` if intact, else `last.prev.ckpt` if intact (with a warning), else None (with a warning when
+    a damaged one was found): the state a killed run continues from."""
+    damaged = []
+    for name in (LAST, PREVIOUS):
+        path = checkpoints / name
+        if not path.exists():
+            continue
+        if intact(path):
+            if damaged:
+                log.warning("%s is damaged (truncated or corrupted); resuming from the previous checkpoint %s",
+                            damaged[0], path)
+            return path
+        damaged.append(path)
+    if damaged:
+        log.warning("no intact checkpoint to resume from (%s damaged); training starts anew",
+                    ", ".join(map(str, damaged)))
+        for path in damaged:
+            with contextlib.suppress(OSError):
+                path.rename(path.with_name(path.name + ".damaged"))
+    return None
