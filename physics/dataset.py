@@ -1,7 +1,8 @@
 """Read a data set written by `physics.generate`: `open_dataset(path)` → `Dataset`.
 
 Opening checks the manifest, the shard set (none missing, none extra) and every shard's header
-(readable, same identity, right shapes, checksums equal to the finalized manifest's); arrays are
+(readable, same identity, right shapes, checksums equal to the finalized manifest's); files that are
+neither shards nor `*.h5` (the lock files `.lock-*` of running generate jobs) are ignored; arrays are
 read lazily. A field view reads whole shard datasets per call, so a full pass over the paper's
 5000 instances takes a fraction of a second. `Dataset.validate()` re-reads everything and checks
 values: finiteness, ∫n = N per instance, indices, per-instance seeds and SHA-256 checksums.
@@ -24,8 +25,8 @@ import numpy as np
 from physics.config import PhysicsConfig
 from physics.files import is_temporary
 from physics.instances import instance_seed
-from physics.manifest import MANIFEST, Identity, check_header, load, shard_entry
-from physics.shards import FIELDS, DatasetError, ShardHeader, digest, parse_name, read_header
+from physics.manifest import MANIFEST, Identity, check_header, compare_entry, load, shard_entry, shard_table
+from physics.shards import FIELDS, DatasetError, ShardHeader, checksum_problems, parse_name, read_header
 
 __all__ = ["Dataset", "DatasetError", "FieldView", "ValidationReport", "instance_seed", "open_dataset"]
 
@@ -55,10 +56,7 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
                         f"{', '.join(missing[:_MAX_LISTED])}{' ...' if len(missing) > _MAX_LISTED else ''}"
                         " (rerun physics.generate with the same config to complete the set)")
     _raise(problems)
-    table = manifest["shards"]
-    if table is not None and len(table) != len(expected):
-        _raise([f"{directory / MANIFEST}: field 'shards' lists {len(table)} shards, "
-                f"expected {len(expected)}"])
+    table = shard_table(manifest, identity, directory)
     headers = []
     for name, s in expected.items():
         try:
@@ -68,7 +66,7 @@ def open_dataset(path: str | os.PathLike[str]) -> Dataset:
             continue
         problems += check_header(header, identity, s)
         if table is not None:
-            problems += _compare_entry(table[s], shard_entry(header), directory)
+            problems += compare_entry(table[s], shard_entry(header), directory)
         headers.append(header)
     _raise(problems)
     return Dataset(directory, manifest, identity, headers)
@@ -270,9 +268,7 @@ def _check_values(header: ShardHeader, shard: dict[str, Any], cfg: PhysicsConfig
         arr = shard[field]
         if arr.dtype != np.dtype(spec.dtype):
             problems.append(f"{name}: field {field!r} has dtype {arr.dtype}, expected {spec.dtype}")
-        if digest(arr) != header.sha256.get(field):
-            problems.append(f"{name}: checksum mismatch in field {field!r} (sha256 of the data differs "
-                            "from the one recorded when the shard was written): corrupted shard")
+        problems += checksum_problems(header, {field: arr})
         if arr.dtype.kind == "f" and not np.isfinite(arr).all():
             bad = int(np.flatnonzero((~np.isfinite(arr.reshape(len(arr), -1))).any(axis=1))[0])
             problems.append(f"{name}: field {field!r} has non-finite values, first at instance "
@@ -291,16 +287,6 @@ def _check_values(header: ShardHeader, shard: dict[str, Any], cfg: PhysicsConfig
                             f"{header.start + bad[0]}, expected N={cfg.n_electrons} "
                             f"({bad.size} instance(s) off)")
     return problems
-
-
-def _compare_entry(recorded: dict[str, Any], actual: dict[str, Any], directory: Path) -> list[str]:
-    keys = ("file", "start", "stop", "count", "sha256")
-    differences = [k for k in keys if recorded.get(k) != actual.get(k)]
-    if not differences:
-        return []
-    fields = [f for f in FIELDS if recorded.get("sha256", {}).get(f) != actual["sha256"].get(f)]
-    return [f"{directory / actual['file']}: checksum mismatch with {MANIFEST} in {differences}"
-            + (f" (field(s) {fields})" if fields else "") + ": shard replaced or corrupted"]
 
 
 def _raise(problems: list[str]) -> None:

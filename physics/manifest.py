@@ -3,12 +3,14 @@
 The identity (format, physics config, seed, n_samples, shard_size) determines every array of the
 set; jobs writing into one directory must agree on it. The manifest is created with a hard link
 (atomic create-if-absent, also on NFS), so of several jobs starting at once exactly one creates it
-and the others compare against it. `finalize` (re)collects the per-shard counts and checksums into
-the manifest once all shards exist; it is deterministic, so concurrent finalizers write the same bytes.
+and the others compare against it. `finalize` pins the per-shard counts and checksums once all shards
+exist, after re-hashing every shard it has not seen written; a pinned table is never rewritten, so a
+rerun cannot make the manifest accept a replaced or corrupted shard (`verify_shard` checks one).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import hashlib
@@ -16,13 +18,14 @@ import importlib.metadata
 import json
 import subprocess
 import time
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from physics.config import ConfigError, PhysicsConfig, describe, diff
-from physics.files import atomic_write_bytes
-from physics.shards import FIELDS, FORMAT, DatasetError, ShardHeader, read_header, shard_name, shard_range
+from physics.files import LockError, atomic_write_bytes, dir_lock
+from physics.shards import FIELDS, FORMAT, DatasetError, ShardHeader, read_header, rehash, shard_name, shard_range
 
 __all__ = [
     "MANIFEST",
@@ -30,12 +33,18 @@ __all__ = [
     "canonical_json",
     "check_header",
     "code_version",
+    "compare_entry",
     "create_or_check",
     "finalize",
     "load",
+    "one_line",
+    "shard_table",
+    "verify_shard",
 ]
 
 MANIFEST = "manifest.json"
+MANIFEST_LOCK = ".lock-manifest"
+"""Held for the few milliseconds in which a finalizer re-reads and writes the manifest."""
 
 
 @dataclass(frozen=True)
@@ -205,11 +214,44 @@ def shard_entry(header: ShardHeader) -> dict[str, Any]:
             "code_version": header.code_version}
 
 
-def finalize(directory: Path) -> dict[str, Any]:
-    """Collect every shard's count and checksums into the manifest (atomic replace, idempotent).
+def compare_entry(recorded: dict[str, Any], actual: dict[str, Any], directory: Path) -> list[str]:
+    """Problem (naming the file and the fields) when a shard differs from its entry in the shard table."""
+    keys = ("file", "start", "stop", "count", "sha256")
+    differences = [k for k in keys if recorded.get(k) != actual.get(k)]
+    if not differences:
+        return []
+    fields = [f for f in FIELDS if recorded.get("sha256", {}).get(f) != actual["sha256"].get(f)]
+    return [f"{directory / actual['file']}: checksum mismatch with {MANIFEST} in {differences}"
+            + (f" (field(s) {fields})" if fields else "") + ": shard replaced or corrupted"]
 
-    Requires all shards to exist and to agree with the manifest's identity (headers only; the
-    arrays are re-hashed by `Dataset.validate`). Leaves the manifest untouched if already final.
+
+def shard_table(manifest: dict[str, Any], identity: Identity, directory: Path) -> list[dict[str, Any]] | None:
+    """The manifest's pinned shard table (None before finalizing); DatasetError if its length is wrong."""
+    table = manifest["shards"]
+    if table is not None and (not isinstance(table, list) or len(table) != identity.n_shards):
+        raise DatasetError(f"{directory / MANIFEST}: field 'shards' lists "
+                           f"{len(table) if isinstance(table, list) else table!r} shards, expected {identity.n_shards}")
+    return table
+
+
+def verify_shard(path: Path, identity: Identity, shard: int, table: list[dict[str, Any]] | None) -> list[str]:
+    """Problems of an existing shard: header against the identity, against the pinned `table` entry (if
+    finalized), then its arrays re-hashed against its own header checksums (skipped if already wrong)."""
+    header = read_header(path)
+    problems = check_header(header, identity, shard)  # a shard of another set: its checksums differ anyway
+    if not problems and table is not None:
+        problems = compare_entry(table[shard], shard_entry(header), path.parent)
+    return problems or rehash(header)
+
+
+def finalize(directory: Path, verified: Collection[str] = ()) -> dict[str, Any]:
+    """Check every shard against the manifest and pin the shard table (atomic replace, idempotent).
+
+    All shards must exist and agree with the identity. A table that is already pinned is never rewritten:
+    each shard must equal its entry, else DatasetError. Before pinning a new table, every shard whose
+    file name is not in `verified` (shards the caller has just written or re-hashed) is re-hashed, so
+    only content matching its own header checksums gets pinned. Concurrent finalizers (the last parts of
+    a multirun) serialize on `MANIFEST_LOCK`, re-read the manifest under it and write identical bytes.
     """
     directory = Path(directory)
     manifest = load(directory)
@@ -219,17 +261,58 @@ def finalize(directory: Path) -> dict[str, Any]:
     if missing:
         raise DatasetError(f"{directory}: cannot finalize, {len(missing)} shard(s) missing, e.g. "
                            f"{missing[:3]}; rerun physics.generate with the same config")
+    pinned = shard_table(manifest, identity, directory)
     table, problems = [], []
     for s in range(identity.n_shards):
         header = read_header(directory / identity.shard_file(s))
-        problems += check_header(header, identity, s)
+        found = check_header(header, identity, s)
+        if not found and pinned is not None:
+            found = compare_entry(pinned[s], shard_entry(header), directory)
+        elif not found and header.path.name not in verified:
+            found += rehash(header)
+        problems += found
         table.append(shard_entry(header))
     if problems:
-        raise DatasetError("; ".join(problems))
-    if manifest["shards"] != table:
-        manifest["shards"] = table
-        atomic_write_bytes(directory / MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode())
-    return manifest
+        raise DatasetError(f"{one_line(problems)}; {MANIFEST} was not changed")
+    if pinned is not None:
+        return manifest
+    with _manifest_lock(directory):
+        current = load(directory)
+        if current["shards"] is None:
+            current["shards"] = table
+            atomic_write_bytes(directory / MANIFEST, (json.dumps(current, indent=1) + "\n").encode())
+        else:
+            pinned = shard_table(current, identity, directory) or []
+            problems = [p for old, new in zip(pinned, table, strict=True) for p in compare_entry(old, new, directory)]
+            if problems:
+                raise DatasetError(one_line(problems))
+    return current
+
+
+@contextlib.contextmanager
+def _manifest_lock(directory: Path, wait_s: float = 60.0) -> Iterator[None]:
+    """Hold `MANIFEST_LOCK`, waiting up to `wait_s` for another finalizer (it holds it for milliseconds)."""
+    deadline = time.monotonic() + wait_s
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(dir_lock(directory, name=MANIFEST_LOCK, what=f"{MANIFEST} of data set"))
+                break
+            except LockError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield
+
+
+def one_line(problems: list[str], shown: int = 3) -> str:
+    """`problems` as one line: the first in full, then up to `shown` more, then how many are left."""
+    if len(problems) == 1:
+        return problems[0]
+    more = problems[1:1 + shown]
+    rest = len(problems) - 1 - len(more)
+    return (f"{problems[0]} (and {len(problems) - 1} more problem(s): {'; '.join(more)}"
+            f"{f'; ... {rest} more' if rest else ''})")
 
 
 def canonical_json(data: Any) -> str:

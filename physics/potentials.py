@@ -19,11 +19,16 @@ import numpy as np
 
 from physics.config import ConfigError, PhysicsConfig
 
-__all__ = ["lens_area", "min_well_fraction", "random_potential", "random_wells", "rasterize", "well_mask"]
+__all__ = ["check_feasible", "lens_area", "max_wells", "min_well_fraction", "random_potential", "random_wells",
+           "rasterize", "well_mask"]
 
 _BATCH = 64
 """Candidate wells drawn per vectorized batch; the first admissible one in draw order is kept,
 which is statistically identical to one-at-a-time rejection sampling."""
+
+_MASK_ELEMENTS = 1 << 22
+"""Well × pixel distances computed at once by `well_mask` (32 MiB of float64): memory per map stays flat
+in n_wells (all at once took n_wells·grid²·9 bytes, 3.7 GB for n_wells = 10^5 on the 64² grid)."""
 
 
 def lens_area(r1: np.ndarray | float, r2: np.ndarray | float, d: np.ndarray | float) -> np.ndarray:
@@ -60,8 +65,13 @@ def well_mask(centres: np.ndarray, radii: np.ndarray, cfg: PhysicsConfig) -> np.
     x = (np.arange(cfg.grid) + 0.5) * cfg.h_nm
     dx2 = (x[None, :] - centres[:, 0:1]) ** 2  # (n_wells, grid) along x
     dy2 = (x[None, :] - centres[:, 1:2]) ** 2  # (n_wells, grid) along y
-    inside = dx2[:, :, None] + dy2[:, None, :] <= (radii**2)[:, None, None]
-    return inside.any(axis=0)
+    r2 = radii**2
+    mask = np.zeros((cfg.grid, cfg.grid), dtype=bool)
+    step = max(1, _MASK_ELEMENTS // cfg.grid**2)  # wells per block; the paper's 25 on 64² are one block
+    for k in range(0, len(radii), step):
+        b = slice(k, k + step)
+        mask |= (dx2[b, :, None] + dy2[b, None, :] <= r2[b, None, None]).any(axis=0)
+    return mask
 
 
 def rasterize(centres: np.ndarray, radii: np.ndarray, cfg: PhysicsConfig) -> np.ndarray:
@@ -99,16 +109,31 @@ def min_well_fraction(cfg: PhysicsConfig) -> float:
     return math.pi * r_eff**2 / 4.0 / cfg.length_nm**2
 
 
-def _potential_from_mask(mask: np.ndarray, cfg: PhysicsConfig) -> np.ndarray:
-    return np.where(mask, np.float64(cfg.v_well_ev), np.float64(cfg.v_step_ev))
+def max_wells(cfg: PhysicsConfig) -> int | None:
+    """Largest n_wells for which the §II area rule can still accept maps (None: no limit).
+
+    Every well after the first overlaps its predecessor by at most `max_overlap` of its own area, so
+    it adds at least a = (1 − max_overlap)·π·R_min² of area outside it, and its centre is uniform over
+    the box. Pieces of area a at random places leave E[U] ≈ exp(−(n − 1)·a/L²) of the box uncovered
+    (Boolean model; the pixel-counted fraction has the same expectation). Real chains cover far more
+    (paper geometry, measured: mean uncovered 0.33 at n = 100 where this gives 0.74; no accepted map in
+    300 tries at n = 400), so it overstates U. A map is accepted only if U ≥ 1 − max_well_area, which
+    by Markov's inequality has probability at most E[U]/(1 − max_well_area); when that times the
+    max_restarts + 1 tries per map is below 1, no map is expected to be accepted at all, and each
+    instance would first spend (max_restarts + 1) chains of n_wells draws (hours at n_wells = 10^5).
+    Paper values: 2777 (the paper uses 25).
+    """
+    if cfg.max_overlap >= 1.0 or cfg.max_well_area >= 1.0:
+        return None
+    new_area = (1.0 - cfg.max_overlap) * math.pi * (cfg.radius_min_frac * cfg.length_nm) ** 2 / cfg.length_nm**2
+    return 1 + math.floor(math.log((cfg.max_restarts + 1) / (1.0 - cfg.max_well_area)) / new_area)
 
 
-def _check_inputs(rng: object, cfg: object) -> None:
-    """Fail fast on wrong types and on §II parameters that no amount of redrawing can satisfy."""
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"argument 'rng' must be a numpy.random.Generator, got {type(rng).__name__}")
-    if not isinstance(cfg, PhysicsConfig):
-        raise TypeError(f"argument 'cfg' must be a PhysicsConfig, got {type(cfg).__name__}")
+def check_feasible(cfg: PhysicsConfig) -> None:
+    """Refuse §II parameters that no amount of redrawing can satisfy, before any map is drawn.
+
+    ConfigError names the field, its value and the limit (see `min_well_fraction`, `max_wells`).
+    """
     if cfg.n_wells > 1 and cfg.max_overlap <= 0.0:
         raise ConfigError(
             f"PhysicsConfig.max_overlap={cfg.max_overlap} must be > 0 when n_wells={cfg.n_wells} > 1: "
@@ -120,6 +145,26 @@ def _check_inputs(rng: object, cfg: object) -> None:
             f"well-area fraction one well of radius radius_min_frac·L="
             f"{cfg.radius_min_frac * cfg.length_nm:.4g} nm can cover on a grid={cfg.grid} map; "
             "every map would be discarded")
+    limit = max_wells(cfg)
+    if limit is not None and cfg.n_wells > limit:
+        raise ConfigError(
+            f"PhysicsConfig.n_wells={cfg.n_wells} exceeds {limit}, the most wells whose chain can stay within "
+            f"max_well_area={cfg.max_well_area} of the box in max_restarts={cfg.max_restarts} restarts "
+            f"(each well adds at least (1 - max_overlap)·π·R_min² of new area, paper §II): every map would "
+            "be discarded after hours of drawing; use fewer or smaller-overlapping wells")
+
+
+def _potential_from_mask(mask: np.ndarray, cfg: PhysicsConfig) -> np.ndarray:
+    return np.where(mask, np.float64(cfg.v_well_ev), np.float64(cfg.v_step_ev))
+
+
+def _check_inputs(rng: object, cfg: object) -> None:
+    """Fail fast on wrong types and on §II parameters that no amount of redrawing can satisfy."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"argument 'rng' must be a numpy.random.Generator, got {type(rng).__name__}")
+    if not isinstance(cfg, PhysicsConfig):
+        raise TypeError(f"argument 'cfg' must be a PhysicsConfig, got {type(cfg).__name__}")
+    check_feasible(cfg)
 
 
 def _accepted_wells(

@@ -3,7 +3,8 @@
 A shard is one HDF5 file `shard-<start>-<stop>.h5` holding instances [start, stop) of the set.
 It is written under a hidden temporary name, fsynced and renamed, so a file with a shard name is
 always complete; the rename is the shard's only commit point. Every dataset carries a SHA-256 of
-its content, computed from the arrays in memory before writing, so later corruption is detected.
+its content, computed from the arrays in memory before writing, so later corruption is detected
+(`rehash` re-reads a shard and compares).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ __all__ = [
     "DatasetError",
     "Field",
     "ShardHeader",
+    "checksum_problems",
     "digest",
     "parse_name",
     "read_header",
+    "rehash",
     "shard_name",
     "shard_range",
     "write_shard",
@@ -165,3 +168,25 @@ def read_header(path: Path) -> ShardHeader:
         raise DatasetError(f"{path}: attribute 'identity' or 'sha256' is not valid JSON: {err}") from err
     return ShardHeader(path, int(attrs["start"]), int(attrs["stop"]), identity,
                        str(attrs["code_version"]), sha, shapes, dtypes)
+
+
+def checksum_problems(header: ShardHeader, arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """Fields of `arrays` (a shard's content) whose SHA-256 differs from the one in its header."""
+    return [f"{header.path}: checksum mismatch in field {field!r} (sha256 of the data differs from the one "
+            "recorded when the shard was written): corrupted shard"
+            for field, arr in arrays.items() if digest(arr) != header.sha256.get(field)]
+
+
+def rehash(header: ShardHeader) -> list[str]:
+    """Re-read every field of the shard `header` describes and compare its SHA-256 with the header's.
+
+    One field in memory at a time; an unreadable dataset raises DatasetError naming the file.
+    """
+    problems = []
+    try:
+        with h5py.File(header.path, "r", locking=False) as f:
+            for field in FIELDS:
+                problems += checksum_problems(header, {field: f[field][...]})
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise DatasetError(f"{header.path}: cannot read the shard's arrays (truncated or corrupted?): {err}") from err
+    return problems

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
+import warnings
 from pathlib import Path
 
 import h5py
@@ -15,7 +16,8 @@ import pytest
 from physics import manifest
 from physics.config import PhysicsConfig
 from physics.dataset import open_dataset
-from physics.generate import Plan, generate
+from physics.files import dir_lock
+from physics.generate import Plan, generate, lock_name
 from physics.inspect import main as inspect_main
 from physics.manifest import Identity
 from physics.shards import FIELDS, DatasetError, read_header, shard_name, write_shard
@@ -164,6 +166,15 @@ def test_shard_replaced_after_finalize_is_a_manifest_checksum_mismatch(copy: Pat
     with pytest.raises(DatasetError, match=r"shard-000000028-000000030\.h5: checksum mismatch with "
                                            r"manifest\.json in \['sha256'\] \(field\(s\) \['energy'\]\)"):
         open_dataset(copy)
+
+
+def test_lock_files_of_generate_jobs_do_not_upset_the_reader(copy: Path) -> None:
+    with dir_lock(copy, name=lock_name(range(5)), what="test"), warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "ignoring temporary file" or other warning either
+        assert (copy / ".lock-shards-0-4").exists()
+        assert open_dataset(copy).validate().n_shards == 5
+    (copy / manifest.MANIFEST_LOCK).write_text('{"pid": 1}')  # left by a killed finalizer
+    assert open_dataset(copy).validate().n_instances == N
 
 
 def test_unfinalized_complete_set_opens_and_can_be_finalized(copy: Path) -> None:

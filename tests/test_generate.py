@@ -1,28 +1,37 @@
 """Tests for the data-set generator `physics.generate`: determinism, resume after SIGKILL, manifest
-agreement between jobs, the Hydra multirun path and one-line errors. Tiny physics configs keep it fast."""
+agreement between jobs, reruns over replaced or corrupted shards, range locks, refusal of impossible
+settings, the Hydra multirun path and one-line errors. Tiny physics configs keep it fast."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from physics import manifest
+from physics import generate as generate_module
+from physics import manifest, potentials
 from physics.config import ConfigError, PhysicsConfig
 from physics.dataset import open_dataset
-from physics.generate import Plan, generate, plan_from_config, select_shards
+from physics.files import LockError, dir_lock
+from physics.generate import Plan, check_out_dir, generate, lock_name, plan_from_config, select_shards
 from physics.instances import instance_seed
 from physics.manifest import Identity
-from physics.potentials import random_potential
-from physics.shards import FIELDS, DatasetError, shard_name
+from physics.potentials import check_feasible, max_wells, random_potential, well_mask
+from physics.shards import FIELDS, DatasetError, read_header, shard_name, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"grid": 16, "n_basis": 8, "n_orbitals": 6, "n_wells": 5}
@@ -299,3 +308,265 @@ def test_environment_has_no_blas_override_leak() -> None:
     results = list(solve_in_order(range(3), PhysicsConfig(**TINY), 0, 1))
     assert [r["index"] for r in results] == [0, 1, 2]
     assert {k: os.environ.get(k) for k in before} == before
+
+
+# --- reruns over replaced or corrupted shards (the manifest keeps its protection) ---------------------
+
+
+def _compose(*overrides: str):
+    with initialize_config_dir(version_base="1.3", config_dir=str(ROOT / "conf")):
+        return compose("generate", overrides=list(overrides))
+
+
+def _replace_with_self_consistent(directory: Path, start: int, stop: int) -> None:
+    """Swap a shard for one that is consistent in itself (same identity, own checksums), as one made on
+    another machine would be, but whose energies differ from the shard the manifest pinned."""
+    path = directory / shard_name(start, stop)
+    header = read_header(path)
+    with h5py.File(path, "r") as f:
+        arrays = {name: f[name][...] for name in FIELDS}
+    arrays["energy"] = arrays["energy"] + 1e-3
+    path.unlink()
+    write_shard(directory, start, stop, arrays, {"identity": manifest.canonical_json(header.identity),
+                                                 "code_version": header.code_version})
+
+
+def _flip_byte(path: Path, field: str = "n_int") -> None:
+    with h5py.File(path, "r") as f:
+        offset = f[field].id.get_offset() + 101
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+
+def test_rerun_refuses_a_replaced_shard_and_keeps_the_manifest(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, 10, 5)
+    generate(plan, progress=False)
+    pinned = (tmp_path / manifest.MANIFEST).read_bytes()
+    _replace_with_self_consistent(tmp_path, 5, 10)
+    with pytest.raises(DatasetError, match=r"shard-000000005-000000010\.h5: checksum mismatch with manifest\.json "
+                                           r"in \['sha256'\] \(field\(s\) \['energy'\]\).*nothing was changed"):
+        generate(plan, progress=False)
+    assert (tmp_path / manifest.MANIFEST).read_bytes() == pinned
+    with pytest.raises(DatasetError, match="checksum mismatch with manifest"):
+        open_dataset(tmp_path)
+
+
+def test_rerun_refuses_flipped_bytes_inside_a_shard(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, 10, 5)
+    generate(plan, progress=False)
+    pinned = (tmp_path / manifest.MANIFEST).read_bytes()
+    _flip_byte(tmp_path / shard_name(0, 5))
+    with pytest.raises(DatasetError, match=r"shard-000000000-000000005\.h5: checksum mismatch in field 'n_int'"):
+        generate(plan, progress=False)
+    assert (tmp_path / manifest.MANIFEST).read_bytes() == pinned
+
+
+def test_rerun_refuses_a_shard_of_another_set(tmp_path: Path) -> None:
+    generate(_plan(tmp_path / "a", 10, 5), progress=False)
+    generate(_plan(tmp_path / "b", 10, 5, seed=1), progress=False)
+    shutil.copy(tmp_path / "b" / shard_name(5, 10), tmp_path / "a" / shard_name(5, 10))
+    with pytest.raises(DatasetError, match=r"shard-000000005-000000010\.h5: mixed configs.*seed: manifest 0, shard 1"):
+        generate(_plan(tmp_path / "a", 10, 5), progress=False)
+
+
+def test_shards_of_other_parts_are_pinned_only_after_their_arrays_are_rehashed(tmp_path: Path) -> None:
+    identity = Identity(PhysicsConfig(**TINY), 0, 20, 5)
+    part = [Plan(identity, tmp_path, select_shards(4, None, p, 2), 1, {}) for p in range(2)]
+    assert not generate(part[0], progress=False)
+    _flip_byte(tmp_path / shard_name(5, 10))  # part 0's shard, corrupted before any manifest table exists
+    with pytest.raises(DatasetError, match=r"shard-000000005-000000010\.h5: checksum mismatch in field 'n_int'"):
+        generate(part[1], progress=False)
+    assert manifest.load(tmp_path)["shards"] is None  # nothing pinned
+    (tmp_path / shard_name(5, 10)).unlink()
+    assert generate(part[0], progress=False)  # regenerates the deleted shard, accepts part 1's after re-hashing
+    assert generate(part[1], progress=False)  # and part 1's rerun checks its shards against the pinned table
+    assert [e["file"] for e in manifest.load(tmp_path)["shards"]] == [identity.shard_file(s) for s in range(4)]
+    _assert_identical(tmp_path, _generate_reference(tmp_path, 20, 5))
+
+
+def test_concurrent_finalizers_agree_and_leave_no_lock(tmp_path: Path) -> None:
+    generate(_plan(tmp_path, 12, 4), progress=False)
+    data = json.loads((tmp_path / manifest.MANIFEST).read_text())
+    table, data["shards"] = data["shards"], None
+    (tmp_path / manifest.MANIFEST).write_text(json.dumps(data))
+    outcomes: list[object] = [None] * 6
+    barrier = threading.Barrier(len(outcomes))
+
+    def job(i: int) -> None:
+        barrier.wait()
+        try:
+            outcomes[i] = manifest.finalize(tmp_path)["shards"]
+        except Exception as err:  # any failure is the finding
+            outcomes[i] = err
+
+    threads = [threading.Thread(target=job, args=(i,)) for i in range(len(outcomes))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == [table] * len(outcomes)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("shard-")) == [manifest.MANIFEST]
+
+
+# --- a lock per shard range ----------------------------------------------------------------------------
+
+
+def test_an_identical_job_is_refused_by_the_range_lock(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, 10, 5)
+    with dir_lock(tmp_path, name=lock_name(plan.shards)):
+        with pytest.raises(LockError, match=rf"data set {tmp_path} is in use by pid {os.getpid()} on host "
+                                            rf".*lock file {tmp_path}/\.lock-shards-0-1\)"):
+            generate(plan, progress=False)
+    assert not list(tmp_path.glob("shard-*"))
+
+
+def test_jobs_of_other_shard_ranges_do_not_collide(tmp_path: Path) -> None:
+    identity = Identity(PhysicsConfig(**TINY), 0, 20, 5)
+    part = [Plan(identity, tmp_path, select_shards(4, None, p, 2), 1, {}) for p in range(2)]
+    with dir_lock(tmp_path, name=lock_name(part[0].shards)):
+        assert not generate(part[1], progress=False)
+    assert sorted(p.name for p in tmp_path.glob("shard-*")) == [shard_name(10, 15), shard_name(15, 20)]
+    assert generate(part[0], progress=False)
+    assert not list(tmp_path.glob(".lock*"))
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    plan = _plan(tmp_path, 10, 5)
+    holder = {"pid": dead.pid, "start": "1", "host": socket.gethostname(), "since": "earlier", "argv": ["killed"]}
+    (tmp_path / lock_name(plan.shards)).write_text(json.dumps(holder))
+    with caplog.at_level(logging.WARNING):
+        assert generate(plan, progress=False)
+    assert f"took over the lock left by pid {dead.pid}" in caplog.text
+    assert not (tmp_path / lock_name(plan.shards)).exists()
+
+
+# --- out_dir, impossible physics, progress ------------------------------------------------------------
+
+
+def test_out_dir_that_is_a_file_is_refused_naming_it(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ConfigError, match=rf"out_dir={afile} is a file, expected a directory"):
+        plan_from_config(_compose(f"out_dir={afile}", *TINY_OVERRIDES))
+    with pytest.raises(ConfigError, match=rf"out_dir={afile}/sub cannot be created: {afile} is a file"):
+        check_out_dir(afile / "sub")
+    assert afile.read_text() == "x"
+
+
+def test_impossible_n_wells_is_refused_before_any_work(tmp_path: Path) -> None:
+    limit = max_wells(PhysicsConfig())
+    assert limit is not None and 400 < limit < 100_000  # acceptance is already ~0 at 400 wells (docstring)
+    check_feasible(PhysicsConfig(n_wells=limit))
+    for n in (25, 1, 300):
+        check_feasible(PhysicsConfig(n_wells=n))
+    with pytest.raises(ConfigError, match=rf"PhysicsConfig\.n_wells={limit + 1} exceeds {limit}"):
+        check_feasible(PhysicsConfig(n_wells=limit + 1))
+    out = tmp_path / "data"
+    with pytest.raises(ConfigError, match=rf"PhysicsConfig\.n_wells=100000 exceeds {limit}, the most wells"):
+        plan_from_config(_compose("physics.n_wells=100000", f"out_dir={out}"))
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="n_wells=100000"):
+        generate(_plan(out, 10, 5, n_wells=100_000), progress=False)
+    assert time.perf_counter() - t0 < 1.0 and not out.exists()
+    assert max_wells(PhysicsConfig(max_overlap=1.0)) is None  # nested wells: the area can stay small
+
+
+def _mask_all_at_once(centres: np.ndarray, radii: np.ndarray, cfg: PhysicsConfig) -> np.ndarray:
+    """`well_mask` as it was before blocks: every well against every pixel in one array."""
+    x = (np.arange(cfg.grid) + 0.5) * cfg.h_nm
+    dx2 = (x[None, :] - centres[:, 0:1]) ** 2
+    dy2 = (x[None, :] - centres[:, 1:2]) ** 2
+    return (dx2[:, :, None] + dy2[:, None, :] <= (radii**2)[:, None, None]).any(axis=0)
+
+
+def test_well_mask_memory_is_flat_in_n_wells_and_blocks_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = PhysicsConfig(n_wells=3000)
+    rng = np.random.default_rng(3)
+    centres, radii = rng.uniform(0, cfg.length_nm, (3000, 2)), rng.uniform(0.1, 0.4, 3000)
+    tracemalloc.start()
+    mask = well_mask(centres, radii, cfg)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 48 * 2**20, f"well_mask peaked at {peak / 2**20:.0f} MiB for 3000 wells (all at once: 105 MiB)"
+    assert np.array_equal(mask, _mask_all_at_once(centres, radii, cfg)) and not mask.all()
+    monkeypatch.setattr(potentials, "_MASK_ELEMENTS", 3 * cfg.grid**2)  # the paper's 25 wells in 9 blocks
+    few = well_mask(centres[:25], radii[:25], cfg)
+    assert few.any() and np.array_equal(few, _mask_all_at_once(centres[:25], radii[:25], cfg))
+
+
+def test_progress_lines_are_throttled_for_tiny_shards(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(generate_module, "LOG_EVERY_S", 1e9)  # as if all shards took no time
+    with caplog.at_level(logging.INFO, logger="physics.generate"):
+        generate(_plan(tmp_path / "a", 12, 1), progress=False)
+    written = [r.getMessage() for r in caplog.records if "written" in r.getMessage()]
+    assert len(written) == 2 and written[0].startswith("shard 1/12") and written[1].startswith("shard 12/12")
+    assert not any("in progress" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    monkeypatch.setattr(generate_module, "LOG_EVERY_S", 0.0)
+    monkeypatch.setattr(generate_module, "HEARTBEAT_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="physics.generate"):
+        generate(_plan(tmp_path / "b", 12, 6), progress=False)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("written" in m for m in messages) == 2
+    assert any(m.startswith("shard 1/2 in progress: 3/12 instances") for m in messages)
+
+
+# --- the command line: one line, exit status 2 ---------------------------------------------------------
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0, result.stderr
+    assert result.stderr.startswith("physics.generate: error: ")
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+@pytest.mark.slow
+def test_cli_rerun_over_a_replaced_shard_fails_in_one_line(tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    args = ["n_samples=10", "shard_size=5", "workers=1", f"out_dir={out}", *TINY_OVERRIDES]
+    assert _cli(*args, tmp=tmp_path).returncode == 0
+    pinned = (out / manifest.MANIFEST).read_bytes()
+    _replace_with_self_consistent(out, 0, 5)
+    _one_line_error(_cli(*args, tmp=tmp_path), f"{out / shard_name(0, 5)}: checksum mismatch with manifest.json")
+    _flip_byte(out / shard_name(5, 10))
+    _one_line_error(_cli(*args, tmp=tmp_path), "more problem(s)", "checksum mismatch in field 'n_int'")
+    assert (out / manifest.MANIFEST).read_bytes() == pinned
+
+
+@pytest.mark.slow
+def test_cli_refuses_a_file_and_a_held_lock_and_impossible_wells(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _one_line_error(_cli(f"out_dir={afile}", tmp=tmp_path), f"out_dir={afile} is a file, expected a directory")
+    _one_line_error(_cli("physics.n_wells=100000", f"out_dir={tmp_path / 'w'}", tmp=tmp_path),
+                    "PhysicsConfig.n_wells=100000 exceeds")
+    out = tmp_path / "locked"
+    out.mkdir()
+    with dir_lock(out, name=lock_name(range(2)), what="test"):
+        result = _cli("n_samples=10", "shard_size=5", "workers=1", f"out_dir={out}", *TINY_OVERRIDES, tmp=tmp_path)
+    _one_line_error(result, f"is in use by pid {os.getpid()}", str(out / ".lock-shards-0-1"))
+    assert not list(out.glob("shard-*"))
+
+
+@pytest.mark.slow
+def test_cli_refuses_an_unwritable_folder(tmp_path: Path) -> None:
+    """Root may write anywhere: as root the command runs without CAP_DAC_OVERRIDE (util-linux setpriv)."""
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("running as root and setpriv is missing: no folder is unwritable")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    for out in (readonly, readonly / "new"):
+        cmd = [*prefix, sys.executable, "-m", "physics.generate", f"out_dir={out}", f"hydra.run.dir={tmp_path / 'h'}"]
+        result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        _one_line_error(result, f"out_dir={out}", f"{readonly} is not writable by this user")
+    assert not list(readonly.iterdir())
