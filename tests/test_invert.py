@@ -86,14 +86,36 @@ def test_npy_densities_with_and_without_reference_and_snap(ckpt, tiny_data, tmp_
 
 
 def test_densities_that_do_not_integrate_to_n_warn_with_the_values(ckpt, tiny_data, tmp_path):
-    n = open_dataset(tiny_data).n_int[:3]
+    ds = open_dataset(tiny_data)
+    n = ds.n_int[:3]
     n[2] *= 1.5
+    n[0] = ds.potential[0]  # a potential given to the density ↦ potential model
     np.save(tmp_path / "n.npy", n)
-    result = run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "out", "checks.range_tolerance=10"))
+    result = run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "out", "checks.range_tolerance=100"))
     (warning,) = result["warnings"]
-    assert "1 of 3 density map(s) do not integrate to N = 2: h²·Σn = 3 (row 2)" in warning
+    assert "2 of 3 density map(s) do not integrate to N = 2: h²·Σn = " in warning and "3 (row 2)" in warning
+    assert "; 1 of them look like potentials, not densities" in warning
     assert result["input_charge"][2] == pytest.approx(3.0, rel=1e-5)
     assert (tmp_path / "out" / "invert_metrics.json").exists()
+
+
+@pytest.mark.parametrize("case", ["existing", "in_data_set"])
+def test_outputs_over_files_or_into_a_data_set_are_refused_before_any_work(ckpt, tiny_data, tmp_path, case):
+    np.save(tmp_path / "n.npy", open_dataset(tiny_data).n_int[:2])
+    out = tmp_path / "out"
+    if case == "existing":
+        (out / "figures").mkdir(parents=True)
+        (out / "figures" / "fig6.png").write_bytes(b"old")
+        extra, match = ["n_panels=1"], r"fig6.png already exists; choose another name or set overwrite=true"
+    else:
+        extra, match = [f"output={tiny_data / 'vt.h5'}"], "lies in the data-set folder"
+    before = sorted(p.name for p in tiny_data.iterdir())
+    with pytest.raises(InputError, match=match):
+        run_invert(invert_cfg(ckpt, tmp_path / "n.npy", out, *extra, "checkpoint=missing.ckpt"))
+    assert sorted(p.name for p in tiny_data.iterdir()) == before
+    if case == "existing":
+        assert (out / "figures" / "fig6.png").read_bytes() == b"old"
+        assert not (out / "invert_metrics.json").exists()
 
 
 def test_physics_config_must_match_the_checkpoint(ckpt, tiny_data, tmp_path):

@@ -25,6 +25,9 @@ from qdgan.pix2pix import Pix2Pix
 from qdgan.scaling import DENSITIES, QUANTITIES, UNITS
 
 _LISTED = 3  # instances named in a warning
+CHUNK = 1000  # maps read at a time by the input checks (predict: its chunk_size)
+_DENSITY_LIKE = 0.1  # a potential input ≥ 0 (to 1 % of its max) with h²·Σ within 10 % of N looks like a density
+_POTENTIAL_LIKE = 10.0  # a density input with h²·Σ off N by more than 10·N looks like a potential
 
 
 @dataclass(frozen=True)
@@ -104,25 +107,67 @@ def training_physics(run_cfg: DictConfig | None) -> PhysicsConfig | None:
     return PhysicsConfig.from_mapping(run_cfg.physics)
 
 
-def timed_predictions(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 2) -> tuple[np.ndarray, float]:
-    """Physical inputs (n, H, W) → physical predictions (n, H, W) float32, and the seconds the forward
-    passes took (scaling and host↔device copies included). Before the clock starts, each batch shape
-    runs `warmup` times: the first passes of a shape build kernels (oneDNN, cuDNN) and allocate."""
+def check_batch_size(batch_size: Any) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size={batch_size!r}: expected a positive integer")
+    return batch_size
+
+
+def warm_up(model: Pix2Pix, values: np.ndarray, n: int, batch_size: int, warmup: int = 2) -> None:
+    """Run each batch shape of an n-instance run `warmup` times on the first `values` before the clock
+    starts: the first passes of a shape build kernels (oneDNN, cuDNN) and allocate."""
     x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
-    for size in {min(batch_size, len(x)), len(x) % batch_size} - {0}:
+    for size in {min(batch_size, n), n % batch_size} - {0}:
         for _ in range(warmup):
             model.predict_maps(x[:size], batch_size)
+
+
+def timed(model: Pix2Pix, values: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
+    """Physical inputs (n, H, W) → physical predictions (n, H, W) float32, and the seconds the forward
+    passes took (scaling and host↔device copies included)."""
+    x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     t0 = time.perf_counter()
     pred = model.predict_maps(x, batch_size)  # returns on the CPU, so the clock includes the device sync
     return pred.numpy(), time.perf_counter() - t0
+
+
+def timed_predictions(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 2) -> tuple[np.ndarray, float]:
+    """`timed` after `warm_up`, for a batch held in memory at once."""
+    warm_up(model, values, len(values), check_batch_size(batch_size), warmup)
+    return timed(model, values, batch_size)
 
 
 def compare(pred: np.ndarray, ref: np.ndarray, mean_image: np.ndarray, quantity: str) -> dict[str, Any]:
     """`metrics.summarize` of generated maps against known ones, in float64."""
     as64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (pred, ref, mean_image))
     return metrics.summarize(*as64, UNITS[quantity])
+
+
+class Scores:
+    """`compare` accumulated chunk by chunk (float64, `step` maps at a time): per-sample errors are
+    concatenated and SS_res, SS_tot summed, so R² is that of the whole set and memory stays bounded."""
+
+    def __init__(self, mean_image: np.ndarray, quantity: str, step: int = 100) -> None:
+        self.r2 = metrics.R2Score(torch.from_numpy(np.asarray(mean_image, dtype=np.float64)))
+        self.r2.set_dtype(torch.float64)
+        self.unit, self.step, self.per = UNITS[quantity], step, {}
+
+    def add(self, pred: np.ndarray, ref: np.ndarray) -> None:
+        for a in range(0, len(ref), self.step):
+            p, r = (torch.from_numpy(np.asarray(x[a:a + self.step], dtype=np.float64)) for x in (pred, ref))
+            self.r2.update(p, r)
+            for key, value in metrics.per_sample_errors(p, r).items():
+                self.per.setdefault(key, []).append(value)
+
+    def summary(self) -> dict[str, Any]:
+        """The dict of `metrics.summarize` (n, r2, mean, std, per_sample, units)."""
+        per = {k: torch.cat(v).double() for k, v in self.per.items()}
+        ss_res, ss_tot = self.r2.ss_res, self.r2.ss_tot
+        return {"n": len(per["l1"]), "r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else None,
+                "mean": {k: float(v.mean()) for k, v in per.items()},
+                "std": {k: float(v.std()) if len(v) > 1 else 0.0 for k, v in per.items()},
+                "per_sample": {k: v.tolist() for k, v in per.items()},
+                "units": {"l1": self.unit, "l2": self.unit, "linf": self.unit, "ssim": "1", "mssim": "1"}}
 
 
 def charge(values: np.ndarray, pixel_area: float) -> np.ndarray:
@@ -135,10 +180,11 @@ def plain(value: Any) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-def load_checked_inputs(cfg: DictConfig, model: Pix2Pix, run_cfg: DictConfig | None) -> tuple[Inputs, list[str]]:
+def load_checked_inputs(cfg: DictConfig, model: Pix2Pix, run_cfg: DictConfig | None,
+                        chunk: int = CHUNK) -> tuple[Inputs, list[str]]:
     """The input maps of an inference config (`input`, `indices`, `split`, `png_range`, `h5_key`) for
-    the checkpoint's input quantity, checked against what it was trained on: errors raise
-    InputError, the returned strings are warnings."""
+    the checkpoint's input quantity, checked against what it was trained on (`chunk` maps at a time):
+    errors raise InputError, the returned strings are warnings."""
     trained = trained_on(model)
     inputs = load_inputs(cfg.input, trained.quantity, indices=plain(cfg.indices), split=cfg.split,
                          run_config=run_cfg, png_range=plain(cfg.png_range), h5_key=cfg.h5_key)
@@ -147,7 +193,7 @@ def load_checked_inputs(cfg: DictConfig, model: Pix2Pix, run_cfg: DictConfig | N
         if problems:
             raise InputError(f"input={cfg.input}: the data set's physics does not match the checkpoint: "
                              + "; ".join(problems))
-    return inputs, check_inputs(inputs, trained, cfg.checks.range_tolerance, cfg.checks.charge_tolerance)
+    return inputs, check_inputs(inputs, trained, cfg.checks.range_tolerance, cfg.checks.charge_tolerance, chunk)
 
 
 def ed_physics(physics_cfg: Any, inputs: Inputs, model: Pix2Pix,
@@ -184,39 +230,58 @@ def device_info(model: Pix2Pix) -> dict[str, Any]:
     return {"device": str(model.device), "torch_threads": torch.get_num_threads()}
 
 
-def check_inputs(inputs: Inputs, trained: TrainedOn, range_tolerance: float, charge_tolerance: float) -> list[str]:
+def check_inputs(inputs: Inputs, trained: TrainedOn, range_tolerance: float, charge_tolerance: float,
+                 chunk: int = CHUNK) -> list[str]:
     """Raise InputError on a wrong shape or NaN/inf; return warnings for values outside the training
-    range (by more than `range_tolerance` of its span) and for densities with |h²·Σn − N| >
-    `charge_tolerance` electrons."""
-    x, src, name = inputs.values, inputs.source, inputs.quantity
-    size = trained.image_size
-    if x.shape[1:] != (size, size):
-        raise InputError(f"input={src}: maps of {x.shape[1]}×{x.shape[2]} pixels, but the checkpoint's generator "
-                         f"works on {size}×{size} (expected shape (N, {size}, {size}) or ({size}, {size}))")
-    bad = ~np.isfinite(x)
-    if bad.any():
-        first = np.argwhere(bad)[0]
-        raise InputError(f"input={src}: {int(bad.sum())} NaN/inf value(s) in {int(bad.any(axis=(1, 2)).sum())} "
-                         f"instance(s), first in {inputs.labels[first[0]]} at pixel {tuple(int(i) for i in first[1:])}")
+    range (by more than `range_tolerance` of its span), densities with |h²·Σn − N| > `charge_tolerance`
+    electrons, and maps that look like the other quantity (a density given to a potential model: ≥ 0
+    with h²·Σ ≈ N; a potential given to a density model: h²·Σ off N by more than 10·N). One pass,
+    `chunk` maps at a time; only per-instance numbers are kept."""
+    src, name, size, n = inputs.source, inputs.quantity, trained.image_size, len(inputs)
+    if tuple(inputs.shape) != (size, size):
+        raise InputError(f"input={src}: maps of {'×'.join(map(str, inputs.shape))} pixels, but the checkpoint's "
+                         f"generator works on {size}×{size} (expected shape (N, {size}, {size}) or ({size}, {size}))")
+    lo, hi, total = np.empty(n), np.empty(n), np.empty(n)
+    n_bad, bad_maps, first = 0, 0, None
+    for a, b in inputs.chunks(chunk):
+        x = inputs.read(a, b)
+        if not (finite := np.isfinite(x)).all():
+            n_bad, bad_maps = n_bad + int((~finite).sum()), bad_maps + int((~finite).any(axis=(1, 2)).sum())
+            first = np.argwhere(~finite)[0] + (a, 0, 0) if first is None else first
+        lo[a:b], hi[a:b], total[a:b] = x.min(axis=(1, 2)), x.max(axis=(1, 2)), x.sum(axis=(1, 2), dtype=np.float64)
+    if n_bad:
+        raise InputError(f"input={src}: {n_bad} NaN/inf value(s) in {bad_maps} instance(s), first in "
+                         f"{inputs.labels[first[0]]} at pixel {tuple(int(i) for i in first[1:])}")
     warnings = []
-    unit = UNITS.get(name, "")
+    unit, labels, big_n = UNITS.get(name, ""), inputs.labels, trained.n_electrons
+
+    def listed(idx: np.ndarray, text: Any) -> str:
+        return ", ".join(text(i) for i in idx[:_LISTED]) + (", ..." if idx.size > _LISTED else "")
+
     tol = range_tolerance * (trained.hi - trained.lo)
-    lo, hi = x.min(axis=(1, 2)), x.max(axis=(1, 2))
     out = np.flatnonzero((lo < trained.lo - tol) | (hi > trained.hi + tol))
     if out.size:
-        shown = ", ".join(f"{inputs.labels[i]} in [{lo[i]:.4g}, {hi[i]:.4g}]" for i in out[:_LISTED])
-        warnings.append(f"input {name}: {out.size} of {len(x)} instance(s) leave the training range "
+        warnings.append(f"input {name}: {out.size} of {n} instance(s) leave the training range "
                         f"[{trained.lo:.4g}, {trained.hi:.4g}] {unit} by more than {range_tolerance:.0%} of its "
-                        f"span ({shown}{', ...' if out.size > _LISTED else ''}): out of the training "
-                        "distribution, the predictions there are extrapolations")
+                        f"span ({listed(out, lambda i: f'{labels[i]} in [{lo[i]:.4g}, {hi[i]:.4g}]')}): out of "
+                        "the training distribution, the predictions there are extrapolations")
+    charge = trained.pixel_area * total
     if name in DENSITIES:
-        charge = trained.pixel_area * x.sum(axis=(1, 2), dtype=np.float64)
-        off = np.flatnonzero(np.abs(charge - trained.n_electrons) > charge_tolerance)
+        off = np.flatnonzero(np.abs(charge - big_n) > charge_tolerance)
         if off.size:
-            shown = ", ".join(f"{charge[i]:.5g} ({inputs.labels[i]})" for i in off[:_LISTED])
-            warnings.append(f"input {name}: {off.size} of {len(x)} density map(s) do not integrate to "
-                            f"N = {trained.n_electrons:g}: h²·Σn = {shown}{', ...' if off.size > _LISTED else ''} "
-                            f"(tolerance {charge_tolerance:g} electrons)")
+            like = off[np.abs(charge[off] - big_n) > _POTENTIAL_LIKE * big_n]
+            warnings.append(f"input {name}: {off.size} of {n} density map(s) do not integrate to N = {big_n:g}: "
+                            f"h²·Σn = {listed(off, lambda i: f'{charge[i]:.5g} ({labels[i]})')} (tolerance "
+                            f"{charge_tolerance:g} electrons)" + (
+                                f"; {like.size} of them look like potentials, not densities (h²·Σ off N by more "
+                                f"than {_POTENTIAL_LIKE:g}·N): was a potential given to a density-input model?"
+                                if like.size else ""))
+    elif name == "potential":
+        like = np.flatnonzero((lo >= -0.01 * np.abs(hi)) & (np.abs(charge - big_n) <= _DENSITY_LIKE * big_n))
+        if like.size:
+            warnings.append(f"input potential: {like.size} of {n} map(s) look like densities, not potentials: "
+                            f"non-negative with h²·Σ = {listed(like, lambda i: f'{charge[i]:.5g} ({labels[i]})')} "
+                            f"≈ N = {big_n:g} electrons: was a density given to a potential-input model?")
     return warnings
 
 

@@ -61,30 +61,67 @@ def solve_all(potentials: np.ndarray, cfg: PhysicsConfig, workers: int | None = 
 
     `progress`: tqdm bar (None: on a terminal). Raises EDError naming the instance that failed.
     """
-    n = len(potentials)
-    workers = resolve_workers(workers, n)
-    labels = labels or [f"instance {i}" for i in range(n)]
-    out = {"n0": np.empty(potentials.shape, np.float32), "n_int": np.empty(potentials.shape, np.float32),
-           "energy": np.empty(n), "seconds": np.empty(n)}
-    bar = tqdm(total=n, unit="ED", desc="ED", dynamic_ncols=True, file=sys.stderr,
-               disable=(not sys.stderr.isatty()) if progress is None else not progress)
-    t0 = time.perf_counter()
-    with bar:
-        for i, row in enumerate(_results(potentials, cfg, workers, labels)):
+    with Solver(cfg, workers, len(potentials), progress) as solver:
+        batch = solver.solve(potentials, labels)
+    return EDBatch(batch.n0, batch.n_int, batch.energy, batch.solve_seconds, solver.wall_seconds, solver.workers)
+
+
+class Solver:
+    """One worker pool for the chunks of a run (`with Solver(...) as s: s.solve(chunk)`), so the pool
+    starts once; `wall_seconds` sums pool start, every `solve` and the shutdown (known after the block)."""
+
+    def __init__(self, cfg: PhysicsConfig, workers: int | None, n: int, progress: bool | None = None) -> None:
+        self.cfg, self.workers, self.wall_seconds, self.solved = cfg, resolve_workers(workers, n), 0.0, 0
+        self.solve_total = 0.0  # seconds inside `solve` calls of the workers, summed
+        self._bar = tqdm(total=n, unit="ED", desc="ED", dynamic_ncols=True, file=sys.stderr,
+                         disable=(not sys.stderr.isatty()) if progress is None else not progress)
+        self._pool: Any = None
+
+    def __enter__(self) -> Solver:
+        t0 = time.perf_counter()
+        self._context = worker_pool(self.workers, cfg=self.cfg)
+        self._pool = self._context.__enter__()
+        self.wall_seconds += time.perf_counter() - t0
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._context.__exit__(*exc)
+        finally:
+            self._bar.close()
+            self.wall_seconds += time.perf_counter() - t0
+
+    @property
+    def seconds_per_solve(self) -> float:
+        """Mean time of one `solve` on one core."""
+        return self.solve_total / max(self.solved, 1)
+
+    def solve(self, potentials: np.ndarray, labels: list[str] | None = None) -> EDBatch:
+        """Ground states of one chunk of potentials, in order; its wall time is that of this call."""
+        n = len(potentials)
+        labels = labels or [f"instance {self.solved + i}" for i in range(n)]
+        out = {"n0": np.empty(potentials.shape, np.float32), "n_int": np.empty(potentials.shape, np.float32),
+               "energy": np.empty(n), "seconds": np.empty(n)}
+        t0 = time.perf_counter()
+        for i, row in enumerate(_results(self._pool, potentials, self.workers, labels)):
             for key in out:
                 out[key][i] = row[key]
-            bar.update(1)
-    return EDBatch(out["n0"], out["n_int"], out["energy"], out["seconds"], time.perf_counter() - t0, workers)
+            self._bar.update(1)
+        seconds = time.perf_counter() - t0
+        self.wall_seconds += seconds
+        self.solved += n
+        self.solve_total += float(out["seconds"].sum())
+        return EDBatch(out["n0"], out["n_int"], out["energy"], out["seconds"], seconds, self.workers)
 
 
-def _results(potentials: np.ndarray, cfg: PhysicsConfig, workers: int, labels: list[str]):
+def _results(pool: Any, potentials: np.ndarray, workers: int, labels: list[str]):
     jobs = ((v, label) for v, label in zip(potentials, labels, strict=True))
-    with worker_pool(workers, cfg=cfg) as pool:
-        try:
-            chunk = max(1, min(8, len(potentials) // (4 * workers)))
-            yield from pool.map(_solve_job, jobs, chunksize=chunk)
-        except BrokenProcessPool as err:
-            raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
+    try:
+        chunk = max(1, min(8, len(potentials) // (4 * workers)))
+        yield from pool.map(_solve_job, jobs, chunksize=chunk)
+    except BrokenProcessPool as err:
+        raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
 
 
 def _solve_job(item: tuple[np.ndarray, str]) -> dict[str, Any]:

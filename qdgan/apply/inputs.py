@@ -4,11 +4,11 @@ Inputs, in physical units (eV for potentials, nm⁻² for densities), one map pe
 - `.npy`: an (N, H, W) or (H, W) array;
 - `.h5`/`.hdf5`: the data set named after the quantity (or `key`) of an HDF5 file, e.g. a shard or
   the output of `qdgan.predict`;
-- a data-set directory written by `physics.generate` (holds `manifest.json`): the quantity's field;
-- PNG images (a file, a folder of them or a glob) with an explicit value range [lo, hi]: grey level
-  0 ↦ lo, the largest level (255 or 65535) ↦ hi. Orientation as in every figure of the project:
-  x to the right, y up (image row 0 is the top, y = L).
-Unreadable inputs raise `InputError` here; checks against the checkpoint are in `apply/checkpoint.py`.
+- a data-set directory written by `physics.generate` (holds `manifest.json`): the quantity's field,
+  after `Dataset.validate()` (checksums, finiteness, ∫n = N) so bad data ends here, naming the shard;
+- PNG images (a file, a folder of them or a glob) with png_range=[lo, hi] (`apply/png.py`).
+Opening reads shapes and names only; maps are read by row ranges (`Inputs.read`), one chunk at a time
+whatever N is. Unreadable inputs raise `InputError`; checks against the checkpoint: `apply/checkpoint.py`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,13 +27,11 @@ import numpy as np
 from physics.config import PhysicsConfig
 from physics.dataset import open_dataset
 from physics.manifest import MANIFEST
+from qdgan.apply import InputError
+from qdgan.apply.png import check_range, png_shape, read_png
 from qdgan.scaling import QUANTITIES, SPLITS, UNITS, split_indices
 
-_PNG_MAX = {"1": 1, "L": 255, "LA": 255, "I": 65535, "I;16": 65535, "I;16B": 65535, "I;16L": 65535}
-
-
-class InputError(ValueError):
-    """An input, checkpoint or output request is unusable; the message names the file and the problem."""
+COMPANIONS = (*QUANTITIES, "energy")  # other fields of a source that may describe the same instances
 
 
 def one_line_errors(app: str, run: Callable[[Any], Any], cfg: Any) -> None:
@@ -49,29 +47,43 @@ def one_line_errors(app: str, run: Callable[[Any], Any], cfg: Any) -> None:
     except MissingMandatoryValue as err:
         sys.exit(f"{app}: error: {err.full_key}=<...> is required")
     except (ValueError, DatasetError, EDError, OSError) as err:  # InputError, ConfigError are ValueErrors
-        sys.exit(f"{app}: error: {err}")
+        sys.exit(f"{app}: error: {' '.join(str(err).split())}")
 
 
 @dataclass
 class Inputs:
-    """A batch of input maps and where it came from."""
+    """The selected maps of one input and where they came from, read by row ranges of the selection."""
 
-    values: np.ndarray  # (n, H, W) float32, physical units of `quantity`
     quantity: str
     source: str  # the input path as given
     kind: str  # "npy" | "h5" | "dataset" | "png"
     rows: np.ndarray  # (n,) positions in the source (instance indices for a data set)
     labels: list[str]
+    shape: tuple[int, ...]  # of one map, (H, W)
+    fetch: Callable[[str, np.ndarray], np.ndarray | None] = field(repr=False)  # (field, source rows) → maps
     single: bool = False  # one (H, W) map was given: outputs keep that shape
     physics: PhysicsConfig | None = None  # a data set's own configuration
-    reader: Callable[[str], np.ndarray | None] = field(default=lambda name: None, repr=False)
+    _last: tuple[int, int, np.ndarray] | None = field(default=None, init=False, repr=False)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.rows)
 
-    def companion(self, name: str) -> np.ndarray | None:
+    def chunks(self, size: int) -> Iterator[tuple[int, int]]:
+        """(start, stop) ranges of at most `size` instances covering the selection in order."""
+        return ((a, min(a + size, len(self))) for a in range(0, len(self), size))
+
+    def read(self, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """Maps start:stop of the selection, float32 (n, H, W). The last range read is kept, so an input
+        of one chunk is read once for the checks and the predictions."""
+        stop = len(self) if stop is None else min(stop, len(self))
+        if self._last is None or self._last[:2] != (start, stop):
+            self._last = None  # let the previous chunk go before reading the next one
+            self._last = (start, stop, np.asarray(self.fetch(self.quantity, self.rows[start:stop]), np.float32))
+        return self._last[2]
+
+    def companion(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray | None:
         """Another field of the same source for the same rows (e.g. the data set's V), or None."""
-        return self.reader(name)
+        return self.fetch(name, self.rows[start:stop])
 
 
 # --- selection -----------------------------------------------------------------------------------
@@ -128,7 +140,7 @@ def select_rows(n: int, indices: Any, split: str | None, run_config: Any | None,
 def load_inputs(path: str | os.PathLike[str], quantity: str, *, indices: Any = None, split: str | None = None,
                 run_config: Any | None = None, png_range: Sequence[float] | None = None,
                 h5_key: str | None = None) -> Inputs:
-    """Read the `quantity` maps of the input at `path` (see the module docstring for the formats)."""
+    """Open the `quantity` maps of the input at `path` (see the module docstring for the formats)."""
     text = str(path)
     p = Path(text)
     if any(c in text for c in "*?["):
@@ -164,16 +176,32 @@ def _no_split(split: str | None, source: str) -> None:
                          "(select rows with indices=start:stop)")
 
 
-def _as_maps(arr: np.ndarray, source: str) -> tuple[np.ndarray, bool]:
-    """(n, H, W) real array and whether a single (H, W) map was given."""
-    if np.iscomplexobj(arr) or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"input={source}: holds {arr.dtype} values, expected real numbers")
-    if arr.ndim == 2:
-        return arr[None], True
-    if arr.ndim != 3:
-        raise InputError(f"input={source}: array of shape {arr.shape} has {arr.ndim} dimension(s), "
+def _map_shape(shape: tuple[int, ...], dtype: np.dtype, source: str) -> tuple[int, tuple[int, ...], bool]:
+    """(number of maps, shape of one map, whether a single (H, W) map was given) of a stored array."""
+    if np.issubdtype(dtype, np.complexfloating) or not np.issubdtype(dtype, np.number):
+        raise InputError(f"input={source}: holds {dtype} values, expected real numbers")
+    if len(shape) not in (2, 3):
+        raise InputError(f"input={source}: array of shape {shape} has {len(shape)} dimension(s), "
                          "expected (N, H, W) maps or one (H, W) map")
-    return arr, False
+    if 0 in shape:
+        raise InputError(f"input={source}: holds no maps (array of shape {shape}); expected (N, H, W) with N ≥ 1 "
+                         "or one (H, W) map")
+    return (1, shape, True) if len(shape) == 2 else (shape[0], shape[1:], False)
+
+
+def _take(arr: Any, rows: np.ndarray, single: bool) -> np.ndarray:
+    """arr[rows] of an array, memory map or h5py data set, for rows in any order (h5py reads increasing
+    indices only): a dense span is read whole and indexed in memory."""
+    if single:
+        return np.asarray(arr[...])[None][rows]
+    if rows.size == 0:
+        return np.asarray(arr[:0])
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    if uniq[-1] - uniq[0] + 1 <= 4 * uniq.size:
+        block = np.asarray(arr[uniq[0]:uniq[-1] + 1])[uniq - uniq[0]]
+    else:
+        block = np.asarray(arr[uniq])
+    return block[inverse]
 
 
 def _npy(p: Path, source: str, quantity: str, indices: Any, split: str | None) -> Inputs:
@@ -184,10 +212,17 @@ def _npy(p: Path, source: str, quantity: str, indices: Any, split: str | None) -
         raise InputError(f"input={source}: not a readable .npy array ({err})") from None
     if not isinstance(arr, np.ndarray):
         raise InputError(f"input={source}: not a single .npy array")
-    arr, single = _as_maps(arr, source)
-    rows = parse_indices(indices, len(arr))
-    return Inputs(np.asarray(arr[rows], dtype=np.float32), quantity, source, "npy", rows,
-                  [f"row {r}" for r in rows], single and indices is None)
+    n, shape, single = _map_shape(arr.shape, arr.dtype, source)
+    del arr
+
+    def fetch(name: str, rows: np.ndarray) -> np.ndarray | None:
+        if name != quantity:
+            return None
+        mapped = np.load(p, mmap_mode="r", allow_pickle=False)  # mapped per chunk: its pages leave with it
+        return np.array(_take(mapped, rows, single), dtype=np.float32)
+
+    rows = parse_indices(indices, n)
+    return Inputs(quantity, source, "npy", rows, [f"row {r}" for r in rows], shape, fetch, single and indices is None)
 
 
 def _h5(p: Path, source: str, quantity: str, key: str | None, indices: Any, split: str | None) -> Inputs:
@@ -199,27 +234,34 @@ def _h5(p: Path, source: str, quantity: str, key: str | None, indices: Any, spli
                 found = sorted(k for k in f if isinstance(f[k], h5py.Dataset))
                 raise InputError(f"input={source}: no data set {name!r} in this HDF5 file (it holds {found}); "
                                  "name the one to read with h5_key=<name>")
-            arr, single = _as_maps(f[name][...], f"{source}[{name}]")
-            others = {q: f[q][...] for q in (*QUANTITIES, "energy") if q != name and q in f
-                      and isinstance(f[q], h5py.Dataset) and f[q].shape[:1] == (len(arr),)}
+            n, shape, single = _map_shape(f[name].shape, f[name].dtype, f"{source}[{name}]")
+            others = {q for q in COMPANIONS if q != name and q in f and isinstance(f[q], h5py.Dataset)
+                      and f[q].shape[:1] == (n,) and not single}
     except OSError as err:
         raise InputError(f"input={source}: not a readable HDF5 file ({err})") from None
-    rows = parse_indices(indices, len(arr))
-    return Inputs(np.asarray(arr[rows], dtype=np.float32), quantity, source, "h5", rows,
-                  [f"row {r}" for r in rows], single and indices is None,
-                  reader=lambda q: others[q][rows] if q in others else None)
+
+    def fetch(field_name: str, rows: np.ndarray) -> np.ndarray | None:
+        stored = name if field_name == quantity else field_name if field_name in others else None
+        if stored is None:
+            return None
+        with h5py.File(p, "r", locking=False) as f:
+            return _take(f[stored], rows, single and stored == name)
+
+    rows = parse_indices(indices, n)
+    return Inputs(quantity, source, "h5", rows, [f"row {r}" for r in rows], shape, fetch, single and indices is None)
 
 
 def _dataset(p: Path, source: str, quantity: str, indices: Any, split: str | None, run_config: Any) -> Inputs:
     ds = open_dataset(p)
+    ds.validate()  # checksums, finiteness, ∫n = N: DatasetError naming the shard before any work
     rows = select_rows(len(ds), indices, split, run_config, source)
-    values = ds[quantity][rows]
 
-    def reader(name: str) -> np.ndarray | None:
-        return ds[name][rows] if name in (*QUANTITIES, "energy") else None
+    def fetch(name: str, selected: np.ndarray) -> np.ndarray | None:
+        return ds[name][selected] if name in COMPANIONS else None
 
-    return Inputs(values, quantity, source, "dataset", rows, [f"#{r}" for r in rows], physics=ds.config,
-                  reader=reader)
+    grid = ds.config.grid
+    return Inputs(quantity, source, "dataset", rows, [f"#{r}" for r in rows], (grid, grid), fetch,
+                  physics=ds.config)
 
 
 def _pngs(files: list[Path], source: str, quantity: str, value_range: Sequence[float] | None, indices: Any,
@@ -228,73 +270,25 @@ def _pngs(files: list[Path], source: str, quantity: str, value_range: Sequence[f
     if value_range is None:
         raise InputError(f"input={source}: PNG images need their value range, png_range=[lo,hi] in "
                          f"{UNITS.get(quantity, '')} (grey 0 ↦ lo, white ↦ hi; e.g. [0,0.5] for potentials)")
-    lo, hi = _range(value_range)
+    lo, hi = check_range(value_range)
     rows = parse_indices(indices, len(files))
-    maps = [read_png(files[r], (lo, hi)) for r in rows]
-    shapes = {m.shape for m in maps}
+    shapes = {png_shape(files[r]) for r in rows}
     if len(shapes) > 1:
         raise InputError(f"input={source}: the PNG images differ in size: {sorted(shapes)}")
-    return Inputs(np.stack(maps), quantity, source, "png", rows, [files[r].stem for r in rows],
+
+    def fetch(name: str, selected: np.ndarray) -> np.ndarray | None:
+        return np.stack([read_png(files[r], (lo, hi)) for r in selected]) if name == quantity else None
+
+    return Inputs(quantity, source, "png", rows, [files[r].stem for r in rows], shapes.pop(), fetch,
                   len(files) == 1 and indices is None)
-
-
-def _range(value_range: Sequence[float]) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise InputError(f"png_range={value_range!r}: expected two numbers [lo,hi]") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise InputError(f"png_range={value_range!r}: expected finite lo < hi")
-    return lo, hi
-
-
-def read_png(path: Path, value_range: tuple[float, float]) -> np.ndarray:
-    """One grey-scale PNG (8 or 16 bit; RGB only with equal channels) as an (x, y) map in physical units."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            mode = img.mode
-            if mode == "P":
-                img, mode = img.convert("RGBA"), "RGBA"
-            pixels = np.asarray(img)
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"input={path}: not a readable PNG image ({err})") from None
-    if mode in ("RGB", "RGBA"):
-        rgb = pixels[..., :3].astype(np.int64)
-        if not ((rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2])).all():
-            raise InputError(f"input={path}: a colour image; expected grey levels (a colour map cannot be "
-                             "inverted to values)")
-        pixels, top = rgb[..., 0], 255
-    elif mode in _PNG_MAX:
-        pixels, top = (pixels[..., 0] if pixels.ndim == 3 else pixels), _PNG_MAX[mode]
-    else:
-        raise InputError(f"input={path}: PNG mode {mode!r} is not supported; expected 8- or 16-bit grey")
-    lo, hi = value_range
-    values = lo + (pixels.astype(np.float64) / top) * (hi - lo)
-    return np.ascontiguousarray(values[::-1].T, dtype=np.float32)
-
-
-def write_png(path: str | os.PathLike[str], values: np.ndarray, value_range: tuple[float, float]) -> Path:
-    """An (x, y) map as a 16-bit grey PNG that `read_png` with the same range reads back (clipped to it)."""
-    from PIL import Image
-
-    lo, hi = value_range
-    level = np.rint(np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0, 1) * 65535)
-    path = Path(path)
-    Image.fromarray(np.ascontiguousarray(level.T[::-1]).astype(np.uint16)).save(path, format="PNG")
-    return path
 
 
 def read_reference(path: str | os.PathLike[str], quantity: str, n: int, rows: np.ndarray | None = None,
                    h5_key: str | None = None) -> np.ndarray:
     """Known maps to compare generated ones with (.npy or .h5), one per input instance."""
     ref = load_inputs(path, quantity, h5_key=h5_key)
-    values = ref.values
-    if len(values) != n and rows is not None and len(values) > int(rows.max()):
-        values = values[rows]  # a reference for the whole source, the input selected some rows
-    if len(values) != n:
-        raise InputError(f"reference={path}: holds {len(ref.values)} map(s) for {n} input instance(s)")
-    return values
-
-
+    if len(ref) == n:
+        return ref.read()
+    if rows is not None and len(ref) > int(rows.max()):  # a reference for the whole source, the input selected rows
+        return np.asarray(ref.fetch(quantity, rows), dtype=np.float32)
+    raise InputError(f"reference={path}: holds {len(ref)} map(s) for {n} input instance(s)")

@@ -21,9 +21,10 @@ import numpy as np
 from omegaconf import DictConfig
 
 from physics.files import Staging
+from qdgan.apply import InputError
 from qdgan.apply.ed_batch import solve_all
-from qdgan.apply.inputs import InputError, read_reference
-from qdgan.apply.outputs import as_paths, check_output_paths, check_writable, write_arrays
+from qdgan.apply.inputs import read_reference
+from qdgan.apply.outputs import ArrayWriter, as_paths, check_outputs
 from qdgan.scaling import DENSITIES, UNITS
 
 log = logging.getLogger("qdgan.invert")
@@ -61,8 +62,10 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     if cfg.projection not in PROJECTIONS:
         raise InputError(f"projection={cfg.projection!r}: expected one of {PROJECTIONS}")
     out_dir = Path(cfg.out_dir)
-    outputs = check_output_paths(as_paths(checkpoint.plain(cfg.output)), [cfg.input, cfg.checkpoint])
-    check_writable([out_dir / "invert_metrics.json"])
+    files = [out_dir / name for name in ("inversion.h5", "invert_instances.csv", "invert_metrics.json")]
+    outputs = check_outputs(as_paths(checkpoint.plain(cfg.output)),
+                            [*files, out_dir / "figures" / "fig6.png" if cfg.n_panels > 0 else None],
+                            [cfg.input, cfg.checkpoint], bool(cfg.overwrite))
     model = checkpoint.load_model(cfg.checkpoint, cfg.device)
     check_mapping(model, cfg.checkpoint)
     density = model.hparams.input_name
@@ -79,7 +82,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     for w in warnings:
         log.warning(w)
 
-    raw, seconds = checkpoint.timed_predictions(model, inputs.values, cfg.batch_size)
+    values = inputs.read()  # ED of every Ṽ dominates the time; invert holds its set in memory
+    raw, seconds = checkpoint.timed_predictions(model, values, cfg.batch_size)
     generated = project(raw, cfg.projection, physics.v_well_ev, physics.v_step_ev)
     ed = solve_all(generated, physics, cfg.ed.workers, cfg.ed.progress, inputs.labels)
     recomputed = ed.n_int if density == "n_int" else ed.n0
@@ -88,7 +92,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         "mapping": model.hparams.mapping, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input),
         "n": len(inputs), "labels": inputs.labels, "rows": inputs.rows.tolist(), "projection": cfg.projection,
         "physics": physics.to_dict(), "physics_source": source,
-        "density": checkpoint.compare(recomputed, inputs.values, inputs.values.mean(axis=0), density),
+        "density": checkpoint.compare(recomputed, values, values.mean(axis=0), density),
         "potential": None, "energy": None,
         "r2_mean_image": {
             "density": f"mean of the input {density} maps over the {len(inputs)} evaluated instance(s) "
@@ -98,7 +102,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         "timing": {"generator_seconds": seconds, "generator_per_second": len(inputs) / max(seconds, 1e-12),
                    "ed_seconds": ed.wall_seconds, "ed_per_second": ed.per_second, "ed_workers": ed.workers,
                    "ed_seconds_per_solve": float(ed.solve_seconds.mean()), **checkpoint.device_info(model)},
-        "input_charge": checkpoint.charge(inputs.values, float(model.physics[0])).tolist(),
+        "input_charge": checkpoint.charge(values, float(model.physics[0])).tolist(),
         "warnings": warnings,
     }
     if known is not None:
@@ -109,7 +113,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         result["energy"] = {"unit": "eV", "mean_abs_error": float(np.abs(err).mean()),
                             "per_sample": err.tolist(), "note": "E(Ṽ) − E(V), many-body ground-state energies"}
 
-    arrays = {density: inputs.values, "potential": generated, f"{density}_r": recomputed, "energy_r": ed.energy,
+    arrays = {density: values, "potential": generated, f"{density}_r": recomputed, "energy_r": ed.energy,
               "index": inputs.rows}
     if cfg.projection != "none":
         arrays["potential_raw"] = raw
@@ -119,13 +123,15 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
              "potential_ref": "eV", "energy_r": "eV"}
     attrs = {"mapping": model.hparams.mapping, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input),
              "projection": cfg.projection}
+    fields = {k: (np.shape(v)[1:], np.float32 if np.ndim(v) == 3 else np.asarray(v).dtype) for k, v in arrays.items()}
     with Staging() as stage:
-        for path in [*outputs, out_dir / "inversion.h5"]:
-            write_arrays(stage.path(path), "potential", arrays, units, attrs, inputs.single)
+        with ArrayWriter(stage, [*outputs, files[0]], "potential", len(inputs), fields, units, attrs,
+                         inputs.single) as writer:
+            writer.write(0, len(inputs), arrays)
         stage.path(out_dir / "invert_instances.csv").write_text(instance_table(result))
         if cfg.n_panels > 0:
             k = min(cfg.n_panels, len(inputs))
-            figures.inversion_panels(inputs.values[:k], generated[:k], recomputed[:k], checkpoint.length_nm(model),
+            figures.inversion_panels(values[:k], generated[:k], recomputed[:k], checkpoint.length_nm(model),
                                    stage.path(out_dir / "figures" / "fig6.png"),
                                    None if known is None else known[:k], density, inputs.labels[:k])
         stage.path(out_dir / "invert_metrics.json").write_text(json.dumps(result, indent=1))

@@ -4,13 +4,15 @@ Applies a trained mapping to a batch of inputs in physical units (formats: qdgan
 the predictions (.npy and/or .h5), a PNG of panels and `predict_metrics.json`. It reports the
 model's throughput; with `verify=true` it also solves every input potential by ED (paper §III.1),
 reports the errors of the predictions against those ground states (§III.3) and the measured
-speed-up of the network over ED — the paper's case for the method. Errors end in one line and
-leave no output file behind. Torch loads inside `run_predict`, so ED worker processes (which
-re-import this module under 'spawn') start without it.
+speed-up of the network over ED — the paper's case for the method. It streams: inputs are read,
+predicted, verified and written `chunk_size` maps at a time, so memory stays bounded for any N.
+Errors end in one line and leave no output file behind. Torch loads inside `run_predict`, so ED
+worker processes (which re-import this module under 'spawn') start without it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from typing import Any
@@ -19,21 +21,31 @@ import numpy as np
 from omegaconf import DictConfig
 
 from physics.files import Staging
-from qdgan.apply.ed_batch import solve_all
-from qdgan.apply.inputs import InputError
-from qdgan.apply.outputs import as_paths, check_output_paths, check_writable, write_arrays
+from qdgan.apply import InputError
+from qdgan.apply.ed_batch import Solver
+from qdgan.apply.inputs import Inputs
+from qdgan.apply.outputs import ArrayWriter, as_paths, check_outputs
 from qdgan.scaling import UNITS, is_density
 
 log = logging.getLogger("qdgan.predict")
 
 
+def chunk_rows(chunk_size: Any, batch_size: int) -> int:
+    """Maps per chunk: `chunk_size` rounded down to whole batches (at least one), so every forward
+    pass sees the same batches as an unchunked run and the predictions do not depend on it."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise InputError(f"chunk_size={chunk_size!r}: expected a positive integer (maps held in memory at a time)")
+    return max(batch_size, chunk_size - chunk_size % batch_size)
+
+
 def run_predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict, optionally verify by ED, write the outputs; return the report (also `cfg.report`)."""
     from qdgan.apply import checkpoint
-    from qdgan.train import figures
 
-    outputs = check_output_paths(as_paths(checkpoint.plain(cfg.output)), [cfg.input, cfg.checkpoint])
-    check_writable([cfg.report, cfg.panels])
+    panels = cfg.panels if cfg.panels and cfg.n_panels > 0 else None
+    outputs = check_outputs(as_paths(checkpoint.plain(cfg.output)), [cfg.report, panels],
+                            [cfg.input, cfg.checkpoint], bool(cfg.overwrite))
+    chunk = chunk_rows(cfg.chunk_size, checkpoint.check_batch_size(cfg.batch_size))
     model = checkpoint.load_model(cfg.checkpoint, cfg.device)
     hp = model.hparams
     if cfg.verify and hp.input_name != "potential":
@@ -42,7 +54,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
                          + (": use python -m qdgan.invert to verify a generated potential"
                             if hp.target_name == "potential" else ""))
     run_cfg = checkpoint.run_config(cfg.checkpoint)
-    inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg)
+    inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg, chunk)
     physics = source = None
     if cfg.verify:
         physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg)
@@ -50,54 +62,89 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     for w in warnings:
         log.warning(w)
 
-    pred, seconds = checkpoint.timed_predictions(model, inputs.values, cfg.batch_size)
-    n = len(inputs)
-    speed = {"instances": n, "model_seconds": seconds, "model_per_second": n / max(seconds, 1e-12),
-             "batch_size": cfg.batch_size, **checkpoint.device_info(model)}
+    n, target = len(inputs), hp.target_name
     report: dict[str, Any] = {
-        "mapping": hp.mapping, "input_name": hp.input_name, "target_name": hp.target_name,
+        "mapping": hp.mapping, "input_name": hp.input_name, "target_name": target,
         "checkpoint": str(cfg.checkpoint), "input": str(cfg.input), "n": n, "labels": inputs.labels,
-        "rows": inputs.rows.tolist(), "speed": speed, "warnings": warnings, "verify": None,
+        "rows": inputs.rows.tolist(), "speed": None, "warnings": warnings, "verify": None,
     }
-    arrays = {hp.input_name: inputs.values, hp.target_name: pred, "index": inputs.rows}
-    if is_density(hp.target_name):
-        q = checkpoint.charge(pred, float(model.physics[0]))
-        report["predicted_charge"] = {"n_electrons": float(model.physics[1]), "mean": float(q.mean()),
-                                      "max_abs_error": float(np.abs(q - float(model.physics[1])).max()),
-                                      "per_sample": q.tolist()}
-    ed = None
+    fields = {hp.input_name: (inputs.shape, np.float32), target: (inputs.shape, np.float32), "index": ((), np.int64)}
     if cfg.verify:
-        ed = solve_all(inputs.values, physics, cfg.ed.workers, cfg.ed.progress, inputs.labels)
-        reference = ed.n_int if hp.target_name == "n_int" else ed.n0
-        report["verify"] = checkpoint.compare(pred, reference, model.target_mean.cpu().numpy(), hp.target_name)
-        report["verify"] |= {"reference": "ED of the input potentials", "physics_source": source,
-                             "r2_mean_image": "the training-set mean target image (checkpoint target_mean)",
-                             "physics": physics.to_dict()}
-        speed |= {"ed_seconds": ed.wall_seconds, "ed_per_second": ed.per_second, "ed_workers": ed.workers,
-                  "ed_seconds_per_solve": float(ed.solve_seconds.mean()),
-                  "speedup": speed["model_per_second"] / ed.per_second}
-        arrays |= {f"ed_{hp.target_name}": reference, "ed_energy": ed.energy}
-
-    units = {k: UNITS[k.removeprefix("ed_")] for k in arrays if k.removeprefix("ed_") in UNITS}
-    units |= {"ed_energy": "eV"}
-    attrs = {"mapping": hp.mapping, "predicted": hp.target_name, "checkpoint": str(cfg.checkpoint),
-             "input": str(cfg.input)}
+        fields |= {f"ed_{target}": (inputs.shape, np.float32), "ed_energy": ((), np.float64)}
+    units = {k: UNITS[k.removeprefix("ed_")] for k in fields if k.removeprefix("ed_") in UNITS} | {"ed_energy": "eV"}
+    attrs = {"mapping": hp.mapping, "predicted": target, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input)}
     with Staging() as stage:
-        for path in outputs:
-            write_arrays(stage.path(path), hp.target_name, arrays, units, attrs, inputs.single)
-        if cfg.panels and cfg.n_panels > 0:
-            k = min(cfg.n_panels, n)
-            if ed is not None:
-                figures.panels(inputs.values[:k], reference[:k], pred[:k], hp.input_name, hp.target_name,
-                             checkpoint.length_nm(model), stage.path(cfg.panels), inputs.labels[:k])
-            else:
-                figures.prediction_panels(inputs.values[:k], pred[:k], hp.input_name, hp.target_name,
-                                        checkpoint.length_nm(model), stage.path(cfg.panels), inputs.labels[:k])
-        report["outputs"] = [str(p) for p in outputs] + ([str(cfg.panels)] if cfg.panels and cfg.n_panels > 0 else [])
+        with ArrayWriter(stage, outputs, target, n, fields, units, attrs, inputs.single) as writer:
+            shown = stream(cfg, model, inputs, chunk, writer, physics, report)
+        if panels:
+            draw_panels(model, shown, inputs.labels, stage.path(panels))
+        if cfg.verify:
+            report["verify"] |= {"reference": "ED of the input potentials", "physics_source": source,
+                                 "r2_mean_image": "the training-set mean target image (checkpoint target_mean)",
+                                 "physics": physics.to_dict()}
+        report["outputs"] = [str(p) for p in outputs] + ([str(panels)] if panels else [])
         if cfg.report:
             stage.path(cfg.report).write_text(json.dumps(report, indent=1))
     print(summary(report), flush=True)
     return report
+
+
+def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: ArrayWriter, physics: Any,
+           report: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Read, predict, (solve by ED and score,) write `chunk` maps at a time; fill the report's speed,
+    charge and verify entries; return the first `n_panels` inputs, predictions (and references)."""
+    from qdgan.apply import checkpoint
+
+    hp, n, bs = model.hparams, len(inputs), cfg.batch_size
+    scores = checkpoint.Scores(model.target_mean.cpu().numpy(), hp.target_name, bs) if cfg.verify else None
+    charges, seconds, shown = [], 0.0, {"x": [], "pred": [], "ref": []}
+    solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if cfg.verify else contextlib.nullcontext()
+    with solver:
+        for a, b in inputs.chunks(chunk):
+            x = inputs.read(a, b)
+            if a == 0:
+                checkpoint.warm_up(model, x, n, bs)
+            pred, t = checkpoint.timed(model, x, bs)
+            seconds += t
+            arrays = {hp.input_name: x, hp.target_name: pred, "index": inputs.rows[a:b]}
+            if is_density(hp.target_name):
+                charges.append(checkpoint.charge(pred, float(model.physics[0])))
+            if cfg.verify:
+                ed = solver.solve(x, inputs.labels[a:b])
+                ref = ed.n_int if hp.target_name == "n_int" else ed.n0
+                scores.add(pred, ref)
+                arrays |= {f"ed_{hp.target_name}": ref, "ed_energy": ed.energy}
+            if (k := min(cfg.n_panels, n) - a) > 0:  # copies: a view would keep the whole chunk alive
+                for key, arr in (("x", x), ("pred", pred), ("ref", arrays.get(f"ed_{hp.target_name}"))):
+                    if arr is not None:
+                        shown[key].append(arr[:k].copy())
+            writer.write(a, b, arrays)
+    speed = report["speed"] = {"instances": n, "model_seconds": seconds, "model_per_second": n / max(seconds, 1e-12),
+                               "batch_size": bs, "chunk_size": chunk, **checkpoint.device_info(model)}
+    if charges:
+        q, big_n = np.concatenate(charges), float(model.physics[1])
+        report["predicted_charge"] = {"n_electrons": big_n, "mean": float(q.mean()),
+                                      "max_abs_error": float(np.abs(q - big_n).max()), "per_sample": q.tolist()}
+    if cfg.verify:
+        report["verify"] = scores.summary()
+        ed_rate = n / max(solver.wall_seconds, 1e-12)
+        speed |= {"ed_seconds": solver.wall_seconds, "ed_per_second": ed_rate, "ed_workers": solver.workers,
+                  "ed_seconds_per_solve": solver.seconds_per_solve, "speedup": speed["model_per_second"] / ed_rate}
+    return {k: np.concatenate(v) for k, v in shown.items() if v}
+
+
+def draw_panels(model: Any, shown: dict[str, np.ndarray], labels: list[str], path: Any) -> None:
+    """Input, ED reference, prediction and |error| (verify=true), or input and prediction."""
+    from qdgan.apply.checkpoint import length_nm
+    from qdgan.train import figures
+
+    hp, k = model.hparams, len(shown["x"])
+    if "ref" in shown:
+        figures.panels(shown["x"], shown["ref"], shown["pred"], hp.input_name, hp.target_name, length_nm(model),
+                       path, labels[:k])
+    else:
+        figures.prediction_panels(shown["x"], shown["pred"], hp.input_name, hp.target_name, length_nm(model), path,
+                                  labels[:k])
 
 
 def summary(report: dict[str, Any]) -> str:
