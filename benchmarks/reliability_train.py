@@ -95,13 +95,15 @@ def main() -> int:
             continue
         proc.wait()
         break
-    orphans = list(tmpdir.rglob("*"))
+    orphans = [p for p in tmpdir.rglob("*") if p.is_file()]  # torch makes an empty torchinductor_<user>/ there
+    orphan_mb = sum(p.stat().st_size for p in orphans) / 1e6
     shutil.rmtree(tmpdir)
     same = metrics(run) == metrics(work / "reference")
     logs = list((run / "csv").rglob("metrics.csv"))
     seconds = json.loads((run / "metrics.json").read_text())["train_seconds"]
     report("1 checkpoints", "never torn, nothing left in $TMPDIR", torn == 0 and not orphans,
-           f"{kills} SIGKILLs, torn last.ckpt after {torn} of them, {len(orphans)} file(s) left in $TMPDIR")
+           f"{kills} SIGKILLs, torn last.ckpt after {torn} of them, {len(orphans)} file(s) left in $TMPDIR "
+           f"({orphan_mb:.1f} MB)")
     report("5 exact resume", "metrics.json equal to the uninterrupted run's; one CSV log; time of all attempts",
            same and len(logs) == 1, f"metrics equal: {same}; CSV logs: {[str(p.relative_to(run)) for p in logs]}; "
            f"train_seconds {seconds:.1f} over {kills + 1} attempts ({time.perf_counter() - t0:.0f} s wall)")

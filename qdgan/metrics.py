@@ -181,17 +181,21 @@ def per_sample_errors(pred: Tensor, ref: Tensor, charge: tuple[float, float] | N
 def summarize(pred: Tensor, ref: Tensor, mean_image: Tensor, unit: str,
               charge: tuple[float, float] | None = None) -> dict[str, Any]:
     """The metrics report of a set of predictions, one dict for every consumer (metrics.json, predict,
-    invert): n, R² over the set (eq. 14, β̄ = `mean_image`; None when SS_tot = 0, e.g. one instance
-    against its own mean), the mean, std and per-sample values of `per_sample_errors`, and units.
+    invert): `summary_of` the per-sample errors and the sums of squares of R² (eq. 14, β̄ = `mean_image`).
     Computed in the dtype of the inputs."""
-    per = per_sample_errors(pred, ref, charge)
-    mean = torch.as_tensor(mean_image).to(ref)
-    ss_res, ss_tot = _sums_of_squares(pred, ref, mean)
+    ss_res, ss_tot = _sums_of_squares(pred, ref, torch.as_tensor(mean_image).to(ref))
+    return summary_of(per_sample_errors(pred, ref, charge), ss_res, ss_tot, unit)
+
+
+def summary_of(per: dict[str, Tensor], ss_res: Tensor | float, ss_tot: Tensor | float, unit: str) -> dict[str, Any]:
+    """n, R² = 1 − SS_res/SS_tot over the set (None when SS_tot = 0, e.g. one instance against its own mean),
+    mean, std and per-sample values of each error, and units: the layout of every metrics report, also
+    when the parts were accumulated chunk by chunk."""
     units = {"l1": unit, "l2": unit, "linf": unit, "ssim": "1", "mssim": "1"}
-    if charge is not None:
+    if "charge_error" in per:
         units["charge_error"] = "electrons"
     return {
-        "n": len(ref),
+        "n": len(per["l1"]),
         "r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else None,
         "mean": {k: float(v.double().mean()) for k, v in per.items()},
         "std": {k: float(v.double().std()) if len(v) > 1 else 0.0 for k, v in per.items()},

@@ -200,3 +200,20 @@ def test_expand_is_the_product_with_the_last_override_of_a_key_winning():
                               ["a=4", "b=y", "c=5"]]
     with pytest.raises(SystemExit, match="only discrete sweeps"):
         expand(OverridesParser.create().parse_overrides(["a=interval(0,1)"]))
+
+
+def test_transfer_table_repeats_a_runs_own_test_metrics_on_its_diagonal(tiny_data, tmp_path):
+    from tiny import train_tiny
+
+    from qdgan.study import transfer
+
+    ckpt = train_tiny(tiny_data, tmp_path / "run", "v_to_nint")
+    own = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    split = {"split_seed": 0, "n_train": 40, "n_val": 10, "n_test": 10}
+    cells = transfer.evaluate_runs([("tiny", "v_to_nint", ckpt.parent.parent)], {"tiny": str(tiny_data)}, split)
+    (cell,) = cells
+    assert cell.r2 == own["r2"] and cell.ssim == own["mean"]["ssim"] and cell.n == 10
+    assert cell.charge_error == own["mean"]["charge_error"]
+    written = transfer.write(cells, tmp_path / "out")
+    assert "| tiny | " in (tmp_path / "out" / "transfer.md").read_text()
+    assert written[-1].stat().st_size > 1000

@@ -162,12 +162,7 @@ class Scores:
     def summary(self) -> dict[str, Any]:
         """The dict of `metrics.summarize` (n, r2, mean, std, per_sample, units)."""
         per = {k: torch.cat(v).double() for k, v in self.per.items()}
-        ss_res, ss_tot = self.r2.ss_res, self.r2.ss_tot
-        return {"n": len(per["l1"]), "r2": float(1 - ss_res / ss_tot) if ss_tot > 0 else None,
-                "mean": {k: float(v.mean()) for k, v in per.items()},
-                "std": {k: float(v.std()) if len(v) > 1 else 0.0 for k, v in per.items()},
-                "per_sample": {k: v.tolist() for k, v in per.items()},
-                "units": {"l1": self.unit, "l2": self.unit, "linf": self.unit, "ssim": "1", "mssim": "1"}}
+        return metrics.summary_of(per, self.r2.ss_res, self.r2.ss_tot, self.unit)
 
 
 def charge(values: np.ndarray, pixel_area: float) -> np.ndarray:

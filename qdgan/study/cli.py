@@ -43,6 +43,14 @@ def main(argv: Sequence[str]) -> int:
             print(f"study {study.name}: all {len(study.jobs)} runs finished, in {study.sweep_dir}", flush=True)
     rows = summary.collect(study)
     written = summary.write(study, rows)
+    finished = [(str(r.job.x), r.job.series, r.job.run_dir) for r in rows if r.status == rundir.FINISHED]
+    if study.transfer and finished:
+        from qdgan.study import transfer  # torch: only for studies that cross-evaluate
+
+        print(f"evaluating {len(finished)} run(s) on {len(study.transfer['sets'])} test set(s)", flush=True)
+        cells = transfer.evaluate_runs(finished, study.transfer["sets"], study.transfer["split"])
+        written += transfer.write(cells, study.sweep_dir)
+        print(transfer.markdown(cells, ("r2",)))
     if cmd.copy_to:
         written = summary.copy(written, cmd.copy_to / study.name)
     print(summary.markdown_table(rows))

@@ -55,6 +55,7 @@ class Study:
     x_label: str
     x_scale: str
     metrics: list[str]
+    transfer: dict[str, Any] | None = None  # {"sets": {name: data-set path}, "split": {...}}: study/transfer.py
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,9 @@ def plan_study(name: str, overrides: Sequence[str]) -> Study:
     s = base.study
     if s.x_scale not in X_SCALES:
         raise SystemExit(f"error: study.x_scale={s.x_scale}; expected one of {', '.join(X_SCALES)}")
+    transfer = OmegaConf.to_container(s.transfer, resolve=True) if s.get("transfer") else None
     return Study(name=s.name, sweep_dir=Path(base.hydra.sweep.dir), jobs=jobs, x_label=str(s.x_label),
-                 x_scale=s.x_scale, metrics=list(s.metrics))
+                 x_scale=s.x_scale, metrics=list(s.metrics), transfer=transfer)
 
 
 def expand(overrides: Sequence[Override]) -> list[list[str]]:

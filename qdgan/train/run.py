@@ -117,6 +117,9 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> di
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "highest"))
 
     dm: EDDataModule = instantiate(cfg.data, _recursive_=False)
+    if rank_zero_only.rank == 0:  # before the Trainer: bad data ends in one line, not after its banner
+        dm.prepare_data()  # (DDP ranks > 0 start inside trainer.fit, once rank 0 has the data)
+    dm.setup("fit")
     model = build_model(cfg)
     history = History(cfg.history_every_n_steps, cfg.n_tracked, out=str(run_dir / "history.json"))
     state = RunState()
