@@ -201,3 +201,20 @@ def test_train_py_killed_three_times_resumes_to_the_uninterrupted_metrics(tiny_d
 def _last_mtime(run_dir: Path) -> float:
     path = run_dir / "checkpoints" / "last.ckpt"
     return path.stat().st_mtime if path.exists() else 0.0
+
+
+def test_a_crash_after_training_resumes_to_the_test_with_the_whole_log(tiny_data, uninterrupted, tmp_path,
+                                                                         monkeypatch):
+    from qdgan.train import run as run_module
+
+    figures = run_module._figures
+
+    def dying(*args):
+        monkeypatch.setattr(run_module, "_figures", figures)
+        raise RuntimeError("simulated crash after training")
+
+    monkeypatch.setattr(run_module, "_figures", dying)
+    with pytest.raises(RuntimeError, match="after training"):
+        run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path, *RANDOM)), tmp_path)
+    run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path, *RANDOM)), tmp_path)  # nothing left to train
+    assert results(tmp_path) == results(uninterrupted)

@@ -37,11 +37,17 @@ class CSVLogger(LightningCSVLogger):
         writer = self._experiment
         if self._carried is not None and writer is not None and writer.metrics:
             first = min(float(row["step"]) for row in writer.metrics)
-            kept = [{k: v for k, v in row.items() if v != ""} for row in self._carried
-                    if row.get("step") and float(row["step"]) < first]
-            writer.metrics[:0] = kept
+            writer.metrics[:0] = [{k: v for k, v in row.items() if v != ""} for row in self._carried
+                                  if row.get("step") and float(row["step"]) < first]
             self._carried = None
         super().save()
+
+    def finalize(self, status: str) -> None:
+        writer = self._experiment
+        if self._carried is not None and writer is not None and not writer.metrics:  # resumed at its last step
+            writer.metrics = [{k: v for k, v in row.items() if v != ""} for row in self._carried]
+            self._carried = None
+        super().finalize(status)
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path, instantiate: Any) -> list[Any]:
