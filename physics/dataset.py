@@ -5,7 +5,9 @@ Opening checks the manifest, the shard set (none missing, none extra) and every 
 neither shards nor `*.h5` (the lock files `.lock-*` of running generate jobs) are ignored; arrays are
 read lazily. A field view reads whole shard datasets per call, so a full pass over the paper's
 5000 instances takes a fraction of a second. `Dataset.validate()` re-reads everything and checks
-values: finiteness, ∫n = N per instance, indices, per-instance seeds and SHA-256 checksums.
+values: finiteness, ∫n = N per instance, indices, per-instance seeds, families and SHA-256 checksums.
+Every set has a per-instance potential family (`ds.family`, codes into `ds.family_names`): stored in the
+`family` field, or, in `paper` sets that have no such field, `paper` for every instance.
 """
 
 from __future__ import annotations
@@ -22,11 +24,30 @@ from typing import Any
 import h5py
 import numpy as np
 
+from physics import families
 from physics.config import PhysicsConfig
 from physics.files import is_temporary
 from physics.instances import instance_seed
-from physics.manifest import MANIFEST, Identity, check_header, compare_entry, load, shard_entry, shard_table
-from physics.shards import FIELDS, DatasetError, ShardHeader, checksum_problems, parse_name, read_header
+from physics.manifest import (
+    MANIFEST,
+    Identity,
+    check_header,
+    compare_entry,
+    family_totals,
+    load,
+    shard_entry,
+    shard_table,
+)
+from physics.shards import (
+    ALL_FIELDS,
+    FAMILY_FIELD,
+    FIELDS,
+    DatasetError,
+    ShardHeader,
+    checksum_problems,
+    parse_name,
+    read_header,
+)
 
 __all__ = ["Dataset", "DatasetError", "FieldView", "ValidationReport", "instance_seed", "open_dataset"]
 
@@ -120,9 +141,30 @@ class Dataset:
         """Distinct code versions that wrote the shards (more than one: mixed code, same config)."""
         return sorted({h.code_version for h in self._headers})
 
+    @property
+    def potential_spec(self) -> families.Spec:
+        """The potential family spec the maps were drawn from (physics/families.py; `paper` for old sets)."""
+        return self.identity.potential
+
+    @property
+    def family_names(self) -> tuple[str, ...]:
+        """Family of each code of `family`: the manifest's table, or `families.FAMILIES` for paper sets."""
+        return tuple(self.manifest.get("families", {}).get("names") or families.FAMILIES)
+
+    @property
+    def family(self) -> np.ndarray:
+        """Each instance's potential family as a uint8 code into `family_names`, (n,)."""
+        return self.read(FAMILY_FIELD, slice(None))
+
+    @property
+    def family_counts(self) -> dict[str, int]:
+        """Instances per family present, in `family_names` order."""
+        counts = np.bincount(self.family, minlength=len(self.family_names))
+        return {name: int(c) for name, c in zip(self.family_names, counts, strict=False) if c}
+
     def __getitem__(self, field: str) -> FieldView:
-        if field not in FIELDS:
-            raise KeyError(f"unknown field {field!r}; fields: {list(FIELDS)}")
+        if field not in ALL_FIELDS:
+            raise KeyError(f"unknown field {field!r}; fields: {list(ALL_FIELDS)}")
         return FieldView(self, field)
 
     potential = property(lambda self: self["potential"], doc="V (eV), (n, grid, grid) float32")
@@ -133,10 +175,13 @@ class Dataset:
     instance_seeds = property(lambda self: self["seed"], doc="per-instance 64-bit seeds, (n,) uint64")
 
     def iter_shards(self, fields: Sequence[str] = tuple(FIELDS)) -> Iterator[dict[str, Any]]:
-        """Whole shards in order as dicts of arrays plus 'start'/'stop': the streaming full pass."""
+        """Whole shards in order as dicts of arrays plus 'start'/'stop': the streaming full pass.
+
+        `family` may be asked for in any set (all `paper` where the shards have no such field)."""
         for header in self._headers:
             f = self._file(header.path)
-            yield {"start": header.start, "stop": header.stop, **{k: f[k][...] for k in fields}}
+            yield {"start": header.start, "stop": header.stop,
+                   **{k: f[k][...] if self._stored(k) else self._empty(k, header.stop - header.start) for k in fields}}
 
     def validate(self) -> ValidationReport:
         """Re-read every shard and check dtypes, shapes, finiteness, h²·Σn = N, indices, seeds, checksums.
@@ -144,14 +189,36 @@ class Dataset:
         Raises DatasetError listing every problem (file and field named); returns a report otherwise.
         """
         t0 = time.perf_counter()
-        cfg = self.config
+        cfg, fields = self.config, tuple(self.identity.fields)
         problems: list[str] = []
-        for header, shard in zip(self._headers, self.iter_shards(), strict=True):
-            problems += _check_values(header, shard, cfg, self.seed)
+        for header, shard in zip(self._headers, self.iter_shards(fields), strict=True):
+            problems += _check_values(header, shard, cfg, self.seed, fields)
+            if FAMILY_FIELD in fields:
+                problems += self._check_families(header, shard[FAMILY_FIELD])
             if len(problems) > _MAX_LISTED:
                 break
+        recorded = self.manifest.get("families", {}).get("counts")
+        if not problems and recorded is not None and recorded != family_totals(
+                [{"family_counts": self.family_counts}], list(self.family_names)):
+            problems.append(f"{self.directory / MANIFEST}: field 'families.counts' {recorded} differs from the "
+                            f"instances' families {self.family_counts}")
         _raise(problems)
         return ValidationReport(len(self), len(self._headers), time.perf_counter() - t0)
+
+    def _check_families(self, header: ShardHeader, codes: np.ndarray) -> list[str]:
+        """Codes the set's spec can draw (`families.produces`), and counts equal to the shard's record."""
+        names = self.family_names
+        allowed = [names.index(f) for f in families.produces(self.identity.potential) if f in names]
+        bad = np.flatnonzero(~np.isin(codes, allowed))
+        if bad.size:
+            return [f"{header.path}: field 'family' has code {codes[bad[0]]} at instance {header.start + bad[0]}, "
+                    f"expected one of {allowed} ({[names[a] for a in allowed]})"]
+        counts = np.bincount(codes, minlength=len(names))
+        found = {names[c]: int(counts[c]) for c in np.flatnonzero(counts)}
+        if header.family_counts != found:
+            return [f"{header.path}: attribute 'family_counts' {header.family_counts} differs from field 'family' "
+                    f"{found}"]
+        return []
 
     def read(self, field: str, key: Any) -> np.ndarray:
         """Instances `key` (int, slice, integer array or boolean mask) of `field`."""
@@ -178,12 +245,21 @@ class Dataset:
             raise IndexError(f"index out of range for {n} instances")
         return self._gather(field, idx.astype(np.int64))
 
+    def _stored(self, field: str) -> bool:
+        """Whether the shards hold `field` (not so: `family` in paper sets, where every instance is paper)."""
+        return field in self.identity.fields
+
     def _empty(self, field: str, count: int) -> np.ndarray:
-        spec, grid = FIELDS[field], self.config.grid
+        """An array for `count` instances of `field`; for a field the shards do not hold, its implied value."""
+        spec, grid = ALL_FIELDS[field], self.config.grid
+        if not self._stored(field):
+            return np.full(count, families.FAMILIES.index("paper"), dtype=spec.dtype)
         return np.empty((count, grid, grid) if spec.is_map else (count,), dtype=spec.dtype)
 
     def _read_range(self, field: str, start: int, stop: int) -> np.ndarray:
         out = self._empty(field, stop - start)
+        if not self._stored(field):
+            return out
         for header in self._headers:
             lo, hi = max(start, header.start), min(stop, header.stop)
             if lo < hi:
@@ -193,6 +269,8 @@ class Dataset:
 
     def _gather(self, field: str, idx: np.ndarray) -> np.ndarray:
         out = self._empty(field, idx.size)
+        if not self._stored(field):
+            return out
         shard_of = np.searchsorted(self._starts, idx, side="right") - 1
         for s in np.unique(shard_of):
             header = self._headers[s]
@@ -242,7 +320,7 @@ class FieldView:
 
     def __init__(self, dataset: Dataset, field: str) -> None:
         self._dataset, self.field = dataset, field
-        spec, grid = FIELDS[field], dataset.config.grid
+        spec, grid = ALL_FIELDS[field], dataset.config.grid
         self.dtype = np.dtype(spec.dtype)
         self.unit = spec.unit
         self.shape = (len(dataset), grid, grid) if spec.is_map else (len(dataset),)
@@ -261,11 +339,12 @@ class FieldView:
         return f"FieldView({self.field!r}, shape={self.shape}, dtype={self.dtype}, unit={self.unit!r})"
 
 
-def _check_values(header: ShardHeader, shard: dict[str, Any], cfg: PhysicsConfig, seed: int) -> list[str]:
-    """Value-level problems of one shard's arrays, each naming the file and field."""
+def _check_values(header: ShardHeader, shard: dict[str, Any], cfg: PhysicsConfig, seed: int,
+                  fields: Sequence[str] = tuple(FIELDS)) -> list[str]:
+    """Value-level problems of one shard's arrays (`fields`), each naming the file and field."""
     name, problems = header.path, []
-    for field, spec in FIELDS.items():
-        arr = shard[field]
+    for field in fields:
+        arr, spec = shard[field], ALL_FIELDS[field]
         if arr.dtype != np.dtype(spec.dtype):
             problems.append(f"{name}: field {field!r} has dtype {arr.dtype}, expected {spec.dtype}")
         problems += checksum_problems(header, {field: arr})

@@ -28,14 +28,13 @@ from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
-from physics import manifest
+from physics import families, manifest
 from physics.config import ConfigError, PhysicsConfig
 from physics.files import LockError, dir_lock, temporary_files
 from physics.instances import InstanceError
 from physics.manifest import Identity
 from physics.pool import solve_in_order
-from physics.potentials import check_feasible
-from physics.shards import FIELDS, DatasetError, write_shard
+from physics.shards import FAMILY_FIELD, DatasetError, write_shard
 
 __all__ = ["Plan", "check_out_dir", "generate", "lock_name", "main", "plan_from_config", "select_shards"]
 
@@ -122,10 +121,13 @@ def lock_name(shards: range) -> str:
 def plan_from_config(cfg: DictConfig) -> Plan:
     """Validate the composed `conf/generate.yaml` and turn it into a Plan (ConfigError names the field).
 
-    Also refuses physics that cannot produce maps (`potentials.check_feasible`) and an unusable out_dir.
+    The `potential` group picks the family (absent, as in configs composed before families: `paper`). Also
+    refuses potentials that cannot produce maps (`families.check`) and an unusable out_dir.
     """
-    identity = Identity(PhysicsConfig.from_mapping(cfg.physics), cfg.seed, cfg.n_samples, cfg.shard_size)
-    check_feasible(identity.physics)
+    potential = cfg.get("potential")
+    spec = families.from_mapping(None if potential is None else OmegaConf.to_container(potential, resolve=True))
+    identity = Identity(PhysicsConfig.from_mapping(cfg.physics), cfg.seed, cfg.n_samples, cfg.shard_size, spec)
+    families.check(identity.potential, identity.physics)
     shards = select_shards(identity.n_shards, cfg.shards, cfg.part, cfg.parts)
     out = Path(to_absolute_path(str(cfg.out_dir)))
     check_out_dir(out)
@@ -140,7 +142,7 @@ def generate(plan: Plan, progress: bool | None = None) -> bool:
     existing shard is bad: nothing is overwritten and the manifest is not changed).
     """
     identity, out = plan.identity, plan.out_dir
-    check_feasible(identity.physics)
+    families.check(identity.potential, identity.physics)
     check_out_dir(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -204,18 +206,23 @@ def _run(plan: Plan, todo: list[int], n_todo: int, bar: bool) -> None:
     ranges = [identity.shard_range(s) for s in todo]
     instances = (k for start, stop in ranges for k in range(start, stop))
     meter = _Meter(n_todo, len(todo), bar)
-    with meter, contextlib.closing(solve_in_order(instances, cfg, identity.seed, plan.workers)) as results:
+    fields = identity.fields  # paper sets: exactly the fields they always had (no `family`)
+    results = solve_in_order(instances, cfg, identity.seed, plan.workers, identity.potential)
+    with meter, contextlib.closing(results):
         for start, stop in ranges:
             arrays = {name: np.empty((stop - start, cfg.grid, cfg.grid) if f.is_map else (stop - start,),
-                                     dtype=f.dtype) for name, f in FIELDS.items()}
+                                     dtype=f.dtype) for name, f in fields.items()}
             for i in range(stop - start):
                 row = next(results)
-                for name in FIELDS:
+                for name in fields:
                     arrays[name][i] = row[name]
                 meter.instance()
-            path = write_shard(plan.out_dir, start, stop, arrays,
-                               {"identity": manifest.canonical_json(identity.to_dict()),
-                                "code_version": manifest.code_version()})
+            attrs = {"identity": manifest.canonical_json(identity.to_dict()), "code_version": manifest.code_version()}
+            if FAMILY_FIELD in fields:
+                codes = np.bincount(arrays[FAMILY_FIELD], minlength=len(families.FAMILIES))
+                attrs["family_counts"] = manifest.canonical_json(
+                    {name: int(c) for name, c in zip(families.FAMILIES, codes, strict=True) if c})
+            path = write_shard(plan.out_dir, start, stop, arrays, attrs)
             meter.shard(path.name, stop - start)
 
 

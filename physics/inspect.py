@@ -1,7 +1,8 @@
 """`python -m physics.inspect DIR`: validate a data set, print a summary, draw Fig. A3 and examples.
 
 Writes `averages.png` (the paper's Fig. A3: means of V, n0 and n_int over the set, here over all
-instances rather than the 4800 training ones) and `examples.png` (a few random instances) to --out.
+instances rather than the 4800 training ones) and `examples.png` to --out: `--examples` random instances
+for a set of one potential family, one random instance per family present for a mixture.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from physics import families
 from physics.dataset import Dataset, open_dataset
 from physics.shards import DatasetError
 
-__all__ = ["averages", "main", "plot_averages", "plot_examples", "summary"]
+__all__ = ["averages", "main", "pick_examples", "plot_averages", "plot_examples", "summary"]
 
 MAPS = {"potential": ("V", "eV"), "n0": ("n₀", "nm⁻²"), "n_int": ("n_int", "nm⁻²")}
 
@@ -41,6 +43,8 @@ def summary(ds: Dataset) -> str:
         f"manifest {'finalized' if ds.finalized else 'not finalized'}",
         f"code         {', '.join(ds.code_versions)}",
         "physics      " + " ".join(f"{k}={v}" for k, v in ds.config.to_dict().items()),
+        "potential    " + " ".join(f"{k}={v}" for k, v in families.to_dict(ds.potential_spec).items()),
+        "families     " + ", ".join(f"{name} {count}" for name, count in ds.family_counts.items()),
         f"{'energy (eV)':<18}{'mean':>10}{'std':>10}{'min':>10}{'median':>10}{'max':>10}",
     ]
     for label, x in (("E_int", e), ("E_nonint", e0), ("E_int - E_nonint", e - e0)):
@@ -69,15 +73,26 @@ def plot_averages(avg: dict[str, np.ndarray], length_nm: float, n: int, path: Pa
     fig.savefig(path, dpi=120)
 
 
+def pick_examples(ds: Dataset, count: int, seed: int) -> np.ndarray:
+    """Instances to draw: `count` at random from a set of one family, else one at random per family present."""
+    rng = np.random.default_rng(seed)
+    codes = ds.family
+    present = np.unique(codes)
+    if len(present) == 1:
+        return np.sort(rng.choice(len(ds), size=min(count, len(ds)), replace=False))
+    return np.array([rng.choice(np.flatnonzero(codes == c)) for c in present], dtype=np.int64)
+
+
 def plot_examples(ds: Dataset, indices: Sequence[int], path: Path) -> None:
-    """One row per instance: V, n0 (with E_nonint), n_int (with E_int)."""
+    """One row per instance: V (with its family), n0 (with E_nonint), n_int (with E_int)."""
     idx = np.asarray(indices, dtype=np.int64)
     maps = {name: ds[name][idx] for name in MAPS}
     e, e0 = ds.energy[idx], ds.energy_nonint[idx]
+    names = [ds.family_names[c] for c in ds.family[idx]]
     fig = Figure(figsize=(12, 3.1 * len(idx)), layout="constrained")
     axes = np.atleast_2d(fig.subplots(len(idx), 3))
     for row, k in enumerate(idx):
-        titles = (f"#{k}: V", f"#{k}: n₀ (E₀ = {e0[row]:.4f} eV)", f"#{k}: n_int (E = {e[row]:.4f} eV)")
+        titles = (f"#{k} ({names[row]}): V", f"#{k}: n₀ (E₀ = {e0[row]:.4f} eV)", f"#{k}: n_int (E = {e[row]:.4f} eV)")
         for col, (name, (_, unit)) in enumerate(MAPS.items()):
             _panel(fig, axes[row, col], maps[name][row], ds.config.length_nm, titles[col], unit)
     fig.savefig(path, dpi=100)
@@ -88,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("directory", type=Path, help="data-set directory (with manifest.json)")
     parser.add_argument("--out", type=Path, default=None,
                         help="where the PNGs go (default: outputs/inspect/<directory name>)")
-    parser.add_argument("--examples", type=int, default=4, help="random instances to draw (default 4)")
+    parser.add_argument("--examples", type=int, default=4,
+                        help="random instances to draw (default 4); a mixture shows one per family instead")
     parser.add_argument("--seed", type=int, default=0, help="seed choosing the examples (default 0)")
     parser.add_argument("--no-validate", action="store_true", help="skip the full validation pass")
     args = parser.parse_args(argv)
@@ -102,8 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out or Path("outputs/inspect") / args.directory.resolve().name
         out.mkdir(parents=True, exist_ok=True)
         plot_averages(averages(ds), ds.config.length_nm, len(ds), out / "averages.png")
-        rng = np.random.default_rng(args.seed)
-        picks = np.sort(rng.choice(len(ds), size=min(args.examples, len(ds)), replace=False))
+        picks = pick_examples(ds, args.examples, args.seed)
         plot_examples(ds, picks, out / "examples.png")
         print(f"figures      {out / 'averages.png'}, {out / 'examples.png'} (instances {picks.tolist()})")
     except DatasetError as err:

@@ -1,7 +1,8 @@
 """The data set's identity and its `manifest.json`: created once atomically, finalized with a shard table.
 
-The identity (format, physics config, seed, n_samples, shard_size) determines every array of the
-set; jobs writing into one directory must agree on it. The manifest is created with a hard link
+The identity (format, physics config, seed, n_samples, shard_size and, for any potential family but the
+paper's, the potential spec) determines every array of the set; jobs writing into one directory must agree
+on it. The manifest is created with a hard link
 (atomic create-if-absent, also on NFS), so of several jobs starting at once exactly one creates it
 and the others compare against it. `finalize` pins the per-shard counts and checksums once all shards
 exist, after re-hashing every shard it has not seen written; a pinned table is never rewritten, so a
@@ -23,9 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from physics import families
 from physics.config import ConfigError, PhysicsConfig, describe, diff
 from physics.files import LockError, atomic_write_bytes, dir_lock
-from physics.shards import FIELDS, FORMAT, DatasetError, ShardHeader, read_header, rehash, shard_name, shard_range
+from physics.shards import (
+    ALL_FIELDS,
+    FAMILY_FIELD,
+    FIELDS,
+    FORMAT,
+    DatasetError,
+    Field,
+    ShardHeader,
+    read_header,
+    rehash,
+    shard_name,
+    shard_range,
+)
 
 __all__ = [
     "MANIFEST",
@@ -36,6 +50,7 @@ __all__ = [
     "compare_entry",
     "create_or_check",
     "finalize",
+    "identity_diff",
     "load",
     "one_line",
     "shard_table",
@@ -49,14 +64,21 @@ MANIFEST_LOCK = ".lock-manifest"
 
 @dataclass(frozen=True)
 class Identity:
-    """Everything the arrays of a data set depend on; instance k lives in shard k // shard_size."""
+    """Everything the arrays of a data set depend on; instance k lives in shard k // shard_size.
+
+    `potential` is the family spec (physics/families.py); the paper's is the default and is left out of
+    `to_dict()`, so the paper's identity, its hash and the manifests written before families existed are
+    unchanged, and a manifest without the entry reads as `paper`.
+    """
 
     physics: PhysicsConfig
     seed: int
     n_samples: int
     shard_size: int
+    potential: families.Spec = families.PAPER
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "potential", families.from_mapping(self.potential))
         for name in ("n_samples", "shard_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -77,9 +99,21 @@ class Identity:
     def shard_file(self, shard: int) -> str:
         return shard_name(*self.shard_range(shard))
 
+    @property
+    def is_paper(self) -> bool:
+        return self.potential.family == "paper"
+
+    @property
+    def fields(self) -> dict[str, Field]:
+        """The per-instance fields every shard of this set holds: FIELDS, plus `family` unless `paper`."""
+        return dict(FIELDS) if self.is_paper else {**FIELDS, FAMILY_FIELD: ALL_FIELDS[FAMILY_FIELD]}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "physics": self.physics.to_dict(), "seed": self.seed,
-                "n_samples": self.n_samples, "shard_size": self.shard_size}
+        out = {"format": FORMAT, "physics": self.physics.to_dict(), "seed": self.seed,
+               "n_samples": self.n_samples, "shard_size": self.shard_size}
+        if not self.is_paper:
+            out["potential"] = families.to_dict(self.potential)
+        return out
 
     @property
     def hash(self) -> str:
@@ -93,7 +127,7 @@ class Identity:
             raise DatasetError(f"{source}: field 'format' is {data.get('format')!r}, expected {FORMAT!r}")
         try:
             return cls(PhysicsConfig.from_mapping(data["physics"]), data["seed"], data["n_samples"],
-                       data["shard_size"])
+                       data["shard_size"], families.from_mapping(data.get("potential")))
         except KeyError as err:
             raise DatasetError(f"{source}: identity lacks field {err}") from err
         except (ConfigError, TypeError) as err:
@@ -135,18 +169,30 @@ def create_or_check(directory: Path, identity: Identity, generate_config: dict[s
         "generate_config": generate_config,
         "fields": {name: {"dtype": f.dtype, "unit": f.unit,
                           "shape": [identity.physics.grid] * 2 if f.is_map else []}
-                   for name, f in FIELDS.items()},
+                   for name, f in identity.fields.items()},
         "shards": None,
     }
+    if not identity.is_paper:  # the code table of the `family` field; counts are filled in by `finalize`
+        manifest["families"] = {"names": list(families.FAMILIES), "counts": None}
     if not path.exists() and atomic_write_bytes(path, (json.dumps(manifest, indent=1) + "\n").encode(), exclusive=True):
         return manifest
     existing = _load_settled(directory)
-    differences = diff(existing["identity"], identity.to_dict())
+    differences = identity_diff(existing["identity"], identity.to_dict())
     if differences:
         raise DatasetError(
             f"{path} was written for a different data set; differing field(s): "
             f"{describe(differences, 'existing', 'requested')}. Use another out_dir or the same config.")
     return existing
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """`config.diff` of two identity dicts, where an absent `potential` reads as the paper's family and a
+    change of family is named alone (`potential.family: existing 'paper', requested 'gates'`)."""
+    old, new = dict(old), dict(new)
+    a, b = (d.pop("potential", None) or {"family": "paper"} for d in (old, new))
+    if not (isinstance(a, dict) and isinstance(b, dict)) or a.get("family") == b.get("family"):
+        return diff(old, new) + diff({"potential": a}, {"potential": b})
+    return [*diff(old, new), ("potential.family", a.get("family"), b.get("family"))]
 
 
 def _load_settled(directory: Path, wait_s: float = 10.0) -> dict[str, Any]:
@@ -186,7 +232,7 @@ def check_header(header: ShardHeader, identity: Identity, shard: int) -> list[st
     name = header.path
     start, stop = identity.shard_range(shard)
     problems = []
-    differences = diff(identity.to_dict(), header.identity)
+    differences = identity_diff(identity.to_dict(), header.identity)
     if differences:
         problems.append(f"{name}: mixed configs, shard differs from {MANIFEST} in "
                         f"{describe(differences, 'manifest', 'shard')}")
@@ -194,8 +240,15 @@ def check_header(header: ShardHeader, identity: Identity, shard: int) -> list[st
         problems.append(f"{name}: attributes start/stop = {header.start}/{header.stop}, expected "
                         f"{start}/{stop}")
     grid = identity.physics.grid
-    for field, spec in FIELDS.items():
+    expected = identity.fields
+    problems += [f"{name}: shard has field {field!r}, but a set of potential family 'paper' has none (absent = "
+                 "every instance is paper)" for field in header.shapes if field not in expected]
+    for field, spec in expected.items():
         shape = (stop - start, grid, grid) if spec.is_map else (stop - start,)
+        if field not in header.shapes:  # required fields were checked by read_header
+            problems.append(f"{name}: shard lacks field {field!r}, expected in a set of potential family "
+                            f"{identity.potential.family!r}")
+            continue
         if header.shapes[field] != shape:
             problems.append(f"{name}: field {field!r} has shape {header.shapes[field]}, "
                             f"expected {shape}")
@@ -208,19 +261,22 @@ def check_header(header: ShardHeader, identity: Identity, shard: int) -> list[st
 
 
 def shard_entry(header: ShardHeader) -> dict[str, Any]:
-    """The manifest's record of one shard."""
-    return {"file": header.path.name, "start": header.start, "stop": header.stop,
-            "count": header.stop - header.start, "sha256": header.sha256,
-            "code_version": header.code_version}
+    """The manifest's record of one shard (with its instances per family where the shard records them)."""
+    entry = {"file": header.path.name, "start": header.start, "stop": header.stop,
+             "count": header.stop - header.start, "sha256": header.sha256,
+             "code_version": header.code_version}
+    if header.family_counts is not None:
+        entry["family_counts"] = header.family_counts
+    return entry
 
 
 def compare_entry(recorded: dict[str, Any], actual: dict[str, Any], directory: Path) -> list[str]:
     """Problem (naming the file and the fields) when a shard differs from its entry in the shard table."""
-    keys = ("file", "start", "stop", "count", "sha256")
+    keys = ("file", "start", "stop", "count", "sha256", "family_counts")
     differences = [k for k in keys if recorded.get(k) != actual.get(k)]
     if not differences:
         return []
-    fields = [f for f in FIELDS if recorded.get("sha256", {}).get(f) != actual["sha256"].get(f)]
+    fields = [f for f in ALL_FIELDS if recorded.get("sha256", {}).get(f) != actual["sha256"].get(f)]
     return [f"{directory / actual['file']}: checksum mismatch with {MANIFEST} in {differences}"
             + (f" (field(s) {fields})" if fields else "") + ": shard replaced or corrupted"]
 
@@ -280,6 +336,8 @@ def finalize(directory: Path, verified: Collection[str] = ()) -> dict[str, Any]:
         current = load(directory)
         if current["shards"] is None:
             current["shards"] = table
+            if "families" in current:
+                current["families"]["counts"] = family_totals(table, current["families"]["names"])
             atomic_write_bytes(directory / MANIFEST, (json.dumps(current, indent=1) + "\n").encode())
         else:
             pinned = shard_table(current, identity, directory) or []
@@ -303,6 +361,15 @@ def _manifest_lock(directory: Path, wait_s: float = 60.0) -> Iterator[None]:
                     raise
                 time.sleep(0.05)
         yield
+
+
+def family_totals(table: list[dict[str, Any]], names: list[str]) -> dict[str, int]:
+    """Instances per family (table order, every family listed) summed over a shard table's `family_counts`."""
+    totals = dict.fromkeys(names, 0)
+    for entry in table:
+        for name, count in (entry.get("family_counts") or {}).items():
+            totals[name] = totals.get(name, 0) + int(count)
+    return totals
 
 
 def one_line(problems: list[str], shown: int = 3) -> str:

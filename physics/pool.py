@@ -21,6 +21,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from physics.config import PhysicsConfig
+from physics.families import PAPER, Spec
 from physics.instances import InstanceError, compute_instance
 
 __all__ = ["ONE_BLAS_THREAD", "job", "solve_in_order", "worker_pool"]
@@ -61,13 +62,13 @@ def worker_pool(workers: int, **state: Any) -> Iterator[ProcessPoolExecutor]:
 
 
 def solve_in_order(instances: Iterable[int], cfg: PhysicsConfig, seed: int,
-                   workers: int) -> Iterator[dict[str, Any]]:
-    """`compute_instance(k, seed, cfg)` for each k of `instances`, in order, on `workers` processes.
+                   workers: int, spec: Spec = PAPER) -> Iterator[dict[str, Any]]:
+    """`compute_instance(k, seed, cfg, spec)` for each k of `instances`, in order, on `workers` processes.
 
     A generator: the pool lives while it is iterated and is shut down when it is exhausted or
     closed. A worker that dies (killed, out of memory) raises InstanceError instead of hanging.
     """
-    with worker_pool(workers, cfg=cfg, seed=seed) as pool:
+    with worker_pool(workers, cfg=cfg, seed=seed, spec=spec) as pool:
         try:
             pending: deque[Future[dict[str, Any]]] = deque()
             todo = iter(instances)
@@ -99,4 +100,4 @@ def _init_worker(state: dict[str, Any], parent_pid: int) -> None:
 
 
 def _solve(k: int) -> dict[str, Any]:
-    return compute_instance(k, job["seed"], job["cfg"])
+    return compute_instance(k, job["seed"], job["cfg"], job["spec"])

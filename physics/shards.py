@@ -23,8 +23,11 @@ import numpy as np
 from physics.files import atomic_path
 
 __all__ = [
+    "ALL_FIELDS",
+    "FAMILY_FIELD",
     "FIELDS",
     "FORMAT",
+    "OPTIONAL_FIELDS",
     "DatasetError",
     "Field",
     "ShardHeader",
@@ -65,8 +68,15 @@ FIELDS: dict[str, Field] = {
     "index": Field("int64", False, ""),
     "seed": Field("uint64", False, ""),
 }
-"""Maps are float32 (7 significant digits, ample for images and ∫n = N to 1e-6); energies float64;
-`index` is the instance's position k in the set, `seed` its own 64-bit seed (see generate.py)."""
+"""Required in every shard. Maps are float32 (7 significant digits, ample for images and ∫n = N to 1e-6);
+energies float64; `index` is the instance's position k in the set, `seed` its own 64-bit seed (see generate.py)."""
+
+FAMILY_FIELD = "family"
+OPTIONAL_FIELDS: dict[str, Field] = {FAMILY_FIELD: Field("uint8", False, "")}
+"""Written only where the set's identity asks for them: `family`, each instance's potential family as a code
+into the manifest's family table, in sets of any family but `paper` (absent: every instance is `paper`, so the
+paper's shards keep exactly their fields). Which fields a set must have: `manifest.Identity.fields`."""
+ALL_FIELDS: dict[str, Field] = {**FIELDS, **OPTIONAL_FIELDS}
 
 _NAME = re.compile(r"^shard-(\d+)-(\d+)\.h5$")
 
@@ -100,13 +110,16 @@ def write_shard(directory: Path, start: int, stop: int, arrays: Mapping[str, np.
                 attrs: Mapping[str, Any]) -> Path:
     """Write instances [start, stop) atomically as `directory/shard_name(start, stop)`.
 
-    `arrays` holds every field of FIELDS with leading length stop − start; they are cast to the
-    on-disk dtype, checksummed, written under a temporary name, fsynced and renamed. `attrs`
-    (identity JSON, code version) are stored as file attributes next to the checksums.
+    `arrays` holds every field of FIELDS, and those of OPTIONAL_FIELDS the set has, with leading length
+    stop − start; they are cast to the on-disk dtype, checksummed, written under a temporary name, fsynced
+    and renamed. `attrs` (identity JSON, code version, family counts) are stored as file attributes next to
+    the checksums.
     """
     n = stop - start
     data = {}
-    for name, spec in FIELDS.items():
+    for name, spec in ALL_FIELDS.items():
+        if name not in FIELDS and name not in arrays:
+            continue
         arr = np.ascontiguousarray(arrays[name], dtype=spec.dtype)
         if arr.shape[:1] != (n,):
             raise ValueError(f"field {name!r} has {arr.shape[:1]} instances, expected {n}")
@@ -115,7 +128,7 @@ def write_shard(directory: Path, start: int, stop: int, arrays: Mapping[str, np.
     with atomic_path(final) as tmp, h5py.File(tmp, "w", locking=False) as f:
         for name, arr in data.items():
             dset = f.create_dataset(name, data=arr)
-            dset.attrs["unit"] = FIELDS[name].unit
+            dset.attrs["unit"] = ALL_FIELDS[name].unit
         f.attrs["format"] = FORMAT
         f.attrs["start"] = start
         f.attrs["stop"] = stop
@@ -127,7 +140,7 @@ def write_shard(directory: Path, start: int, stop: int, arrays: Mapping[str, np.
 
 @dataclass(frozen=True)
 class ShardHeader:
-    """What a shard says about itself without reading its arrays."""
+    """What a shard says about itself without reading its arrays (`shapes`/`dtypes`: every field present)."""
 
     path: Path
     start: int
@@ -137,12 +150,14 @@ class ShardHeader:
     sha256: dict[str, str]
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, str]
+    family_counts: dict[str, int] | None = None  # instances per potential family, where the set records them
 
 
 def read_header(path: Path) -> ShardHeader:
     """Read a shard's attributes and dataset shapes; DatasetError names the file and what is wrong.
 
-    Catches truncated or otherwise unreadable HDF5 files, missing fields and missing attributes.
+    Catches truncated or otherwise unreadable HDF5 files, missing required fields and missing attributes;
+    whether an optional field must be there depends on the set (`manifest.check_header`).
     """
     try:
         with h5py.File(path, "r", locking=False) as f:
@@ -150,8 +165,9 @@ def read_header(path: Path) -> ShardHeader:
             if missing:
                 raise DatasetError(f"{path}: shard lacks field(s) {missing}")
             attrs = dict(f.attrs)
-            shapes = {k: tuple(f[k].shape) for k in FIELDS}
-            dtypes = {k: f[k].dtype.name for k in FIELDS}
+            present = [k for k in ALL_FIELDS if k in f]
+            shapes = {k: tuple(f[k].shape) for k in present}
+            dtypes = {k: f[k].dtype.name for k in present}
     except DatasetError:
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as err:
@@ -164,10 +180,12 @@ def read_header(path: Path) -> ShardHeader:
     try:
         identity = json.loads(attrs["identity"])
         sha = json.loads(attrs["sha256"])
+        counts = json.loads(attrs["family_counts"]) if "family_counts" in attrs else None
     except (TypeError, ValueError) as err:
-        raise DatasetError(f"{path}: attribute 'identity' or 'sha256' is not valid JSON: {err}") from err
+        raise DatasetError(f"{path}: attribute 'identity', 'sha256' or 'family_counts' is not valid JSON: "
+                           f"{err}") from err
     return ShardHeader(path, int(attrs["start"]), int(attrs["stop"]), identity,
-                       str(attrs["code_version"]), sha, shapes, dtypes)
+                       str(attrs["code_version"]), sha, shapes, dtypes, counts)
 
 
 def checksum_problems(header: ShardHeader, arrays: Mapping[str, np.ndarray]) -> list[str]:
@@ -178,14 +196,14 @@ def checksum_problems(header: ShardHeader, arrays: Mapping[str, np.ndarray]) -> 
 
 
 def rehash(header: ShardHeader) -> list[str]:
-    """Re-read every field of the shard `header` describes and compare its SHA-256 with the header's.
+    """Re-read every field present in the shard `header` describes and compare its SHA-256 with the header's.
 
     One field in memory at a time; an unreadable dataset raises DatasetError naming the file.
     """
     problems = []
     try:
         with h5py.File(header.path, "r", locking=False) as f:
-            for field in FIELDS:
+            for field in header.shapes:
                 problems += checksum_problems(header, {field: f[field][...]})
     except (OSError, KeyError, ValueError, RuntimeError) as err:
         raise DatasetError(f"{header.path}: cannot read the shard's arrays (truncated or corrupted?): {err}") from err

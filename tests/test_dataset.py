@@ -1,5 +1,6 @@
 """Tests for the data-set reader `physics.dataset` and `physics.inspect`: lazy access, validation and
-one clear error (file and field named) for every way a set on disk can be broken."""
+one clear error (file and field named) for every way a set on disk can be broken; the optional per-instance
+`family` field of sets of other potential families."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ import h5py
 import numpy as np
 import pytest
 
-from physics import manifest
+from physics import families, manifest
 from physics.config import PhysicsConfig
 from physics.dataset import open_dataset
 from physics.files import dir_lock
 from physics.generate import Plan, generate, lock_name
 from physics.inspect import main as inspect_main
+from physics.inspect import pick_examples
 from physics.manifest import Identity
 from physics.shards import FIELDS, DatasetError, read_header, shard_name, write_shard
 
@@ -202,3 +204,106 @@ def test_inspect_reports_errors_in_one_line(tmp_path: Path, capsys: pytest.Captu
     assert inspect_main([str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("physics.inspect: error:") and err.count("\n") == 1
+
+
+# --- per-instance potential family: the optional `family` field ------------------------------------------
+
+MIX = families.from_mapping({"family": "mix", "weights": {"gates": 1, "parabolic": 1, "double_dot": 1,
+                                                          "disordered": 1}})
+N_MIX, SIZE_MIX = 16, 6
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A mixture set of four smooth families (no paper instances) on the tiny grid."""
+    identity = Identity(TINY, 0, N_MIX, SIZE_MIX, MIX)
+    out = tmp_path_factory.mktemp("mixed") / "set"
+    generate(Plan(identity, out, range(identity.n_shards), 1, {"test": True}), progress=False)
+    return out
+
+
+def test_paper_sets_have_no_family_field_and_read_as_all_paper(pristine: Path) -> None:
+    for name in (shard_name(0, 7), shard_name(28, 30)):
+        with h5py.File(pristine / name, "r") as f:
+            assert sorted(f.keys()) == sorted(FIELDS) and "family_counts" not in f.attrs
+    data = json.loads((pristine / manifest.MANIFEST).read_text())
+    assert "families" not in data and "potential" not in data["identity"] and set(data["fields"]) == set(FIELDS)
+    assert "family_counts" not in data["shards"][0]
+    ds = open_dataset(pristine)
+    assert ds.potential_spec == families.PAPER and ds.family_names[0] == "paper"
+    assert ds.family.dtype == np.uint8 and np.array_equal(ds.family, np.zeros(N, np.uint8))
+    assert np.array_equal(ds["family"][[3, 29]], [0, 0]) and ds.family_counts == {"paper": N}
+    assert all(np.array_equal(s["family"], np.zeros(s["stop"] - s["start"])) for s in ds.iter_shards(["family"]))
+
+
+def test_a_mixed_set_records_each_instances_family_and_the_counts(mixed: Path) -> None:
+    ds = open_dataset(mixed)
+    ds.validate()
+    data = ds.manifest
+    assert data["families"]["names"] == list(families.FAMILIES) and ds.family_names == families.FAMILIES
+    assert data["identity"]["potential"] == families.to_dict(MIX) and set(data["fields"]) == {*FIELDS, "family"}
+    codes = ds.family
+    assert codes.shape == (N_MIX,) and set(codes) <= {1, 2, 3, 4} and len(set(codes)) >= 3
+    counts = ds.family_counts
+    assert sum(counts.values()) == N_MIX and {k: v for k, v in data["families"]["counts"].items() if v} == counts
+    assert sum(e["family_counts"].get("gates", 0) for e in data["shards"]) == counts.get("gates", 0)
+    for k in (0, 7, 15):  # the stored family is the one instance k's own generator draws
+        v, family = families.random_potential_of(np.random.default_rng(int(ds.instance_seeds[k])), TINY, MIX)
+        assert families.FAMILIES[codes[k]] == family and np.array_equal(ds.potential[k], v.astype(np.float32))
+
+
+def test_a_wrong_family_code_is_caught_by_checksum_and_by_value(mixed: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(mixed, tmp_path / "set"))
+    with h5py.File(copy / shard_name(6, 12), "r+") as f:
+        f["family"][2] = 0  # 'paper', which this mixture never draws
+    with pytest.raises(DatasetError) as err:
+        open_dataset(copy).validate()
+    message = str(err.value)
+    assert "checksum mismatch in field 'family'" in message
+    assert "field 'family' has code 0 at instance 8, expected one of [1, 2, 3, 4]" in message
+
+
+def test_the_family_field_is_required_where_the_identity_asks_for_it(mixed: Path, pristine: Path,
+                                                                     tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(mixed, tmp_path / "mixed"))
+    with h5py.File(copy / shard_name(0, 6), "r+") as f:
+        del f["family"]
+    with pytest.raises(DatasetError, match=r"shard-000000000-000000006\.h5: shard lacks field 'family', expected in "
+                                           r"a set of potential family 'mix'"):
+        open_dataset(copy)
+    paper = Path(shutil.copytree(pristine, tmp_path / "paper"))
+    with h5py.File(paper / shard_name(7, 14), "r+") as f:
+        f.create_dataset("family", data=np.zeros(7, np.uint8))
+    with pytest.raises(DatasetError, match=r"shard-000000007-000000014\.h5: shard has field 'family', but a set of "
+                                           r"potential family 'paper' has none"):
+        open_dataset(paper)
+    with h5py.File(copy / shard_name(6, 12), "r+") as f:  # required fields stay required
+        del f["energy"]
+    with pytest.raises(DatasetError, match=r"shard-000000006-000000012\.h5: shard lacks field\(s\) \['energy'\]"):
+        open_dataset(copy)
+
+
+def test_optional_field_round_trip_through_write_and_read_header(tmp_path: Path) -> None:
+    arrays = {name: np.zeros((3, 4, 4) if f.is_map else (3,), f.dtype) for name, f in FIELDS.items()}
+    plain = read_header(write_shard(tmp_path, 0, 3, arrays, {"identity": "{}", "code_version": "test"}))
+    assert set(plain.shapes) == set(FIELDS) and plain.family_counts is None
+    arrays["family"] = np.array([1, 2, 2])
+    path = write_shard(tmp_path, 3, 6, arrays, {"identity": "{}", "code_version": "test",
+                                                "family_counts": '{"gates": 1, "parabolic": 2}'})
+    header = read_header(path)
+    assert header.shapes["family"] == (3,) and header.dtypes["family"] == "uint8" and "family" in header.sha256
+    assert header.family_counts == {"gates": 1, "parabolic": 2} and manifest.rehash(header) == []
+    with h5py.File(path, "r") as f:
+        assert f["family"][...].tolist() == [1, 2, 2]
+
+
+def test_inspect_shows_one_example_per_family_and_the_counts(mixed: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert inspect_main([str(mixed), "--out", str(tmp_path / "fig")]) == 0
+    out = capsys.readouterr().out
+    counts = open_dataset(mixed).family_counts
+    assert "families     " + ", ".join(f"{k} {v}" for k, v in counts.items()) in out
+    assert "potential    family=mix weights={'paper': 0.0, 'gates': 1.0" in out
+    picks = pick_examples(open_dataset(mixed), 4, 0)
+    assert sorted(open_dataset(mixed).family[picks]) == sorted({families.FAMILIES.index(k) for k in counts})
+    assert (tmp_path / "fig" / "examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

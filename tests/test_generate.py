@@ -1,6 +1,7 @@
 """Tests for the data-set generator `physics.generate`: determinism, resume after SIGKILL, manifest
 agreement between jobs, reruns over replaced or corrupted shards, range locks, refusal of impossible
-settings, the Hydra multirun path and one-line errors. Tiny physics configs keep it fast."""
+settings, the Hydra multirun path, one-line errors and sets of other potential families. Tiny physics
+configs keep it fast."""
 
 from __future__ import annotations
 
@@ -21,9 +22,10 @@ import h5py
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 
+from physics import families, manifest, potentials
 from physics import generate as generate_module
-from physics import manifest, potentials
 from physics.config import ConfigError, PhysicsConfig
 from physics.dataset import open_dataset
 from physics.files import LockError, dir_lock
@@ -46,12 +48,12 @@ def _plan(out: Path, n: int, shard_size: int, workers: int = 1, seed: int = 0, *
 def _arrays(path: Path) -> dict[str, np.ndarray]:
     ds = open_dataset(path)
     ds.validate()
-    return {name: np.asarray(ds[name]) for name in FIELDS}
+    return {name: np.asarray(ds[name]) for name in (*FIELDS, "family")}
 
 
 def _assert_identical(a: Path, b: Path) -> None:
     left, right = _arrays(a), _arrays(b)
-    for name in FIELDS:
+    for name in (*FIELDS, "family"):
         assert left[name].dtype == right[name].dtype, name
         assert np.array_equal(left[name], right[name]), f"field {name} differs between {a} and {b}"
 
@@ -570,3 +572,62 @@ def test_cli_refuses_an_unwritable_folder(tmp_path: Path) -> None:
         result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
         _one_line_error(result, f"out_dir={out}", f"{readonly} is not writable by this user")
     assert not list(readonly.iterdir())
+
+
+# --- potential families ---------------------------------------------------------------------------------
+
+
+def test_the_potential_group_picks_the_family_and_its_absence_means_paper(tmp_path: Path) -> None:
+    plan = plan_from_config(_compose("potential=gates", "potential.margin_nm=6", f"out_dir={tmp_path}"))
+    assert plan.identity.potential == families.from_mapping({"family": "gates", "margin_nm": 6.0})
+    assert plan.identity.fields.keys() == {*FIELDS, "family"}
+    old_style = _compose(f"out_dir={tmp_path}")  # as composed by qdgan's data module and tests/tiny.py
+    with open_dict(old_style):
+        del old_style["potential"]
+    assert plan_from_config(old_style).identity == plan_from_config(_compose(f"out_dir={tmp_path}")).identity
+    assert plan_from_config(old_style).identity.hash == Identity(PhysicsConfig(), 0, 5000, 100).hash
+    with pytest.raises(ConfigError, match=r"potential: GatesSpec\.margin_nm=15\.0 must be < L/2"):
+        plan_from_config(_compose("potential=gates", "potential.margin_nm=15", f"out_dir={tmp_path}"))
+
+
+def test_a_family_set_is_identical_across_worker_counts_and_shard_sizes(tmp_path: Path) -> None:
+    spec = families.from_mapping({"family": "mix"})
+    for name, size, workers in (("a", 7, 1), ("b", 5, 2)):
+        identity = Identity(PhysicsConfig(**TINY), 3, 24, size, spec)
+        assert generate(Plan(identity, tmp_path / name, range(identity.n_shards), workers, {}), progress=False)
+    _assert_identical(tmp_path / "a", tmp_path / "b")
+    a, b = open_dataset(tmp_path / "a"), open_dataset(tmp_path / "b")
+    assert np.array_equal(a.family, b.family) and len(a.family_counts) >= 3
+    assert a.manifest["families"] == b.manifest["families"]
+
+
+def test_another_family_or_parameter_in_the_same_directory_is_refused_naming_it(tmp_path: Path) -> None:
+    generate(_plan(tmp_path, 4, 2), progress=False)  # a paper set: its manifest has no potential entry
+    assert "potential" not in manifest.load(tmp_path)["identity"]
+    gates = families.from_mapping({"family": "gates"})
+    with pytest.raises(DatasetError, match=r"differing field\(s\): potential\.family: existing 'paper', requested "
+                                           r"'gates'\. Use another out_dir"):
+        generate(Plan(Identity(PhysicsConfig(**TINY), 0, 4, 2, gates), tmp_path, range(2), 1, {}), progress=False)
+    other = tmp_path / "gates"
+    generate(Plan(Identity(PhysicsConfig(**TINY), 0, 4, 2, gates), other, range(2), 1, {}), progress=False)
+    wider = families.from_mapping({"family": "gates", "n_dips": [1, 4]})
+    with pytest.raises(DatasetError, match=r"differing field\(s\): potential\.n_dips: existing \[1, 3\], requested "
+                                           r"\[1, 4\]\. Use"):
+        generate(Plan(Identity(PhysicsConfig(**TINY), 0, 4, 2, wider), other, range(2), 1, {}), progress=False)
+    assert generate(Plan(Identity(PhysicsConfig(**TINY), 0, 4, 2, gates), other, range(2), 1, {}), progress=False)
+
+
+@pytest.mark.slow
+def test_cli_writes_a_gates_set_that_inspect_summarizes(tmp_path: Path) -> None:
+    out = tmp_path / "gates"
+    args = ["potential=gates", f"out_dir={out}", "n_samples=6", "shard_size=3", "workers=1", *TINY_OVERRIDES]
+    assert _cli(*args, tmp=tmp_path).returncode == 0
+    ds = open_dataset(out)
+    assert ds.family_counts == {"gates": 6} and ds.manifest["identity"]["potential"]["family"] == "gates"
+    shown = subprocess.run([sys.executable, "-m", "physics.inspect", str(out), "--out", str(tmp_path / "fig")],
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "families     gates 6" in shown.stdout, shown.stderr
+    _one_line_error(_cli(*[a.replace("gates", "parabolic") if a.startswith("potential=") else a for a in args],
+                         tmp=tmp_path), "potential.family: existing 'gates', requested 'parabolic'")
+    _one_line_error(_cli("potential=double_dot", "potential.detuning_ev=[-1,1]", f"out_dir={tmp_path / 'x'}",
+                         tmp=tmp_path), "potential: DoubleDotSpec.detuning_ev=[-1.0, 1.0]: expected |detuning| < 4/3")
