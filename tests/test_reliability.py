@@ -35,8 +35,8 @@ def results(run_dir: Path) -> tuple[dict, dict, list[list[str]]]:
     metrics = {k: v for k, v in json.loads((run_dir / "metrics.json").read_text()).items() if k not in VOLATILE}
     logs = list((run_dir / "csv").rglob("metrics.csv"))
     assert len(logs) == 1, f"expected one CSV log, found {logs}"
-    with logs[0].open() as f:
-        rows = list(csv.reader(f))
+    with logs[0].open() as f:  # Lightning's own `epoch` counter runs one ahead after a resume from a checkpoint
+        rows = [{k: v for k, v in r.items() if k != "epoch"} for r in csv.DictReader(f)]  # at an epoch's end
     return metrics, json.loads((run_dir / "history.json").read_text()), rows
 
 

@@ -114,6 +114,13 @@ class RunState(L.Callback):
             self._restore = None
         self._started = time.perf_counter()
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        # before the checkpoints (Lightning runs ModelCheckpoint last): the logs on disk reach the
+        # state a resumed run starts from
+        if not trainer.sanity_checking:
+            for logger in trainer.loggers:
+                logger.save()
+
     def state_dict(self) -> dict[str, Any]:
         return {"train_seconds": self.train_seconds,
                 "rng": {"torch": torch.get_rng_state(),
