@@ -164,6 +164,7 @@ class EDDataModule(L.LightningDataModule):
             return
         ds = open_dataset(self.path)
         _check_same_physics(ds.config, self.physics, self.path)
+        self._check_same_family(ds.identity.potential)
         ds.validate()  # checksums, shapes, finiteness, ∫n = N (~0.4 s for 5000 instances): DatasetError names the shard
         try:
             self.splits = split_indices(len(ds), self.split_seed, self.n_train, self.n_val, self.n_test)
@@ -186,6 +187,18 @@ class EDDataModule(L.LightningDataModule):
                                     to_unit_range(y, s.target_min, s.target_max).unsqueeze(1))
         log.info("data %s: %s ↦ %s, train/val/test = %d/%d/%d", self.path, self.input, self.target,
                  self.n_train, self.n_val, self.n_test)
+
+    def _check_same_family(self, found: Any) -> None:
+        """A set of another potential family than data.generate.potential would be trained on silently."""
+        from physics import families
+
+        if self.generate_cfg is None:
+            return
+        wanted = _family_spec(self.generate_cfg)
+        if differences := diff(families.to_dict(found), families.to_dict(wanted), "potential."):
+            raise ValueError(f"data.path={self.path}: holds a data set of another potential family than "
+                             f"data.generate.potential ({describe(differences, 'data set', 'config')}); choose the "
+                             "data=<family> that matches it, or point data.path at another directory")
 
     def physical(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Unscaled (input, target) of a split, physical units, shape (n, H, W)."""
@@ -243,6 +256,14 @@ def jitter(x: torch.Tensor, y: torch.Tensor, resize: int, flip: bool) -> tuple[t
             x = torch.where(mask, x.flip(dim), x)
             y = torch.where(mask, y.flip(dim), y)
     return x, y
+
+
+def _family_spec(generate: Any) -> Any:
+    """The potential family `data.generate` asks for (none given: the paper's)."""
+    from physics import families
+
+    potential = None if generate is None else OmegaConf.create(generate).get("potential")
+    return families.from_mapping(None if potential is None else OmegaConf.to_container(potential, resolve=True))
 
 
 def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path) -> None:

@@ -218,3 +218,10 @@ def test_a_crash_after_training_resumes_to_the_test_with_the_whole_log(tiny_data
         run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path, *RANDOM)), tmp_path)
     run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path, *RANDOM)), tmp_path)  # nothing left to train
     assert results(tmp_path) == results(uninterrupted)
+
+
+def test_a_set_of_another_potential_family_is_refused_by_name(tiny_data, tmp_path):
+    cfg = compose_train(["data=gates", *tiny_overrides(tiny_data, tmp_path)])  # tiny_data holds paper maps
+    family = r"another potential family .*potential.family: data set 'paper', config 'gates'"
+    with pytest.raises(ValueError, match=family):
+        run_tiny(cfg, tmp_path)

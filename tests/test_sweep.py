@@ -60,7 +60,10 @@ def two_point_study(workdir: Path) -> tuple[Path, subprocess.CompletedProcess]:
 @pytest.mark.parametrize(("study", "n_runs", "x"), [
     ("architecture", 6, [70, 34, 16, 7, 4, 1]), ("ntrain", 8, [50, 100, 200, 400, 800, 1600, 3200, 4800]),
     ("jitter", 9, list(range(64, 81, 2))), ("mappings", 4, ["v_to_n0", "v_to_nint", "n0_to_nint", "nint_to_v"]),
-    ("baseline", None, None)])  # λ values: a tunable of conf/study/baseline.yaml, with and without the cGAN term
+    ("baseline", None, None),
+    ("families", 22, ["paper", "gates", "parabolic", "double_dot", "disordered", "mix", "lofo_paper", "lofo_gates",
+                      "lofo_parabolic", "lofo_double_dot", "lofo_disordered"] * 2)])
+# baseline's λ values: a tunable of conf/study/baseline.yaml, with and without the cGAN term
 def test_every_study_plans_its_runs(study, n_runs, x):
     if study == "baseline":
         lambdas = [int(v) for v in str(OmegaConf.load(CONF / "study" / "baseline.yaml").hydra.sweeper.params[
