@@ -131,6 +131,8 @@ def test_a_run_shorter_than_the_history_interval_finishes(tiny_data, tmp_path):
     ("max_steps=0", r"max_steps=0: expected an integer ≥ 1"),
     ("val_every_n_steps=0", r"val_every_n_steps=0: expected an integer ≥ 1"),
     ("physics.grid=63", r"physics.grid=63, but generator.image_size=64"),
+    pytest.param("trainer=gpu", r"trainer.accelerator=gpu: no CUDA GPU is visible here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible")),
 ])
 def test_impossible_settings_end_before_any_work(tmp_path, override, match):
     data = tmp_path / "never_made"

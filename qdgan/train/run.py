@@ -70,6 +70,11 @@ def check_settings(cfg: DictConfig) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{key}={value!r}: expected an integer ≥ {least}"
                              + (" (generator steps to train)" if key == "max_steps" else ""))
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(f"trainer.accelerator={accelerator}: no CUDA GPU is visible here (torch {torch.__version__}"
+                         f"{'' if torch.version.cuda else ', a CPU-only build'}); use trainer=cpu, or install a CUDA "
+                         "build of torch on a GPU machine (README: the ml extra)")
     grid, size = cfg.physics.grid, cfg.generator.image_size
     if grid != size:
         raise ValueError(f"physics.grid={grid}, but generator.image_size={size}: the generator takes "
