@@ -141,3 +141,24 @@ def test_forward_checkpoint_is_rejected_in_one_line_without_outputs(ckpt, tiny_d
     assert lines == [lines[-1]] and "Traceback" not in proc.stderr, proc.stderr
     assert lines[-1].startswith("qdgan.invert: error: checkpoint=") and "maps potential ↦ n_int" in lines[-1]
     assert not any(p.suffix in (".npy", ".h5", ".json", ".csv", ".png") for p in out.rglob("*"))
+
+
+def test_two_blob_density_no_potential_made_is_inverted_and_checked(ckpt, tmp_path, capsys):
+    """Item 4: a drawn two-Gaussian-blob density, normalized to N: Ṽ is proposed, solved by ED, and the
+    run says how close ED(Ṽ) comes to the target (one instance: R² undefined, relative L2 given)."""
+    from qdgan.apply.invert import blob_density
+
+    n = blob_density(64, 30.0, 2, [(8.0, 15.0, 2.0, 1.0), (22.0, 15.0, 2.0, 1.0)])
+    assert n.shape == (64, 64) and (30.0 / 64) ** 2 * n.sum(dtype=np.float64) == pytest.approx(2, rel=1e-5)
+    assert n[17, 32] > 100 * n[32, 32] and n[46, 32] == pytest.approx(n[17, 32], rel=1e-3)  # two blobs along x
+    np.save(tmp_path / "blobs.npy", n)
+    result = run_invert(invert_cfg(ckpt, tmp_path / "blobs.npy", tmp_path / "out", "n_panels=1"))
+    assert result["n"] == 1 and result["potential"] is None and result["density"]["r2"] is None
+    assert not any("integrate" in w for w in result["warnings"])  # h²·Σn = N
+    rel = result["relative_l2"][0]
+    assert np.isfinite(rel) and rel > 0 and len(result["trust"]["estimated_r2"]) == 1
+    with h5py.File(tmp_path / "out" / "inversion.h5") as f:
+        np.testing.assert_array_equal(f["n_int"][0], n)
+        got = f["n_int_r"][0]
+    assert rel == pytest.approx(np.linalg.norm(got - n) / np.linalg.norm(n), rel=1e-5)
+    assert "how close ED(Ṽ) comes" in capsys.readouterr().out

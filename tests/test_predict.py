@@ -393,5 +393,6 @@ def test_peak_memory_does_not_grow_with_the_number_of_maps(ckpt, tiny_data, tmp_
 def test_app_modules_load_without_torch():
     """ED workers are spawned processes that re-import the app module: they must not pay for torch."""
     code = ("import sys, qdgan.predict, qdgan.invert, qdgan.apply.ed_batch, qdgan.apply.inputs, qdgan.apply.outputs, "
-            "qdgan.apply.png; assert 'torch' not in sys.modules, 'torch imported'")
+            "qdgan.apply.png, qdgan.apply.trust, qdgan.apply.calibrate; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -5,7 +5,9 @@ onto the admissible potentials: clipped to [V0, Vs] or snapped to {V0, Vs}) is s
 same PhysicsConfig, and the recomputed density n_int^(r) is compared with the input n_int. When the
 original V is known (a data-set input, an .h5 input holding 'potential', or `reference=`), Ṽ is
 compared with V too. Writes `invert_metrics.json` (R², L1/L2/L∞, SSIM, MSSIM of both comparisons),
-`invert_instances.csv` (the same per instance), `inversion.h5` and `figures/fig6.png`.
+`invert_instances.csv` (the same per instance), `inversion.h5` and `figures/fig6.png`. Each Ṽ gets an
+estimated R²_i against the V that made n_int (qdgan/apply/trust.py), flagged below `trust.threshold`; for a
+density no training potential made (a drawn one) the ED check n_int^(r) vs n_int is the answer.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from qdgan.apply import InputError
 from qdgan.apply.ed_batch import solve_all
 from qdgan.apply.inputs import read_reference
 from qdgan.apply.outputs import ArrayWriter, as_paths, check_outputs
+from qdgan.apply.trust import trust_report
 from qdgan.scaling import DENSITIES, UNITS
 
 log = logging.getLogger("qdgan.invert")
@@ -45,6 +48,18 @@ def project(potential: np.ndarray, mode: str, v_well: float, v_step: float) -> n
     raise InputError(f"projection={mode!r}: expected one of {PROJECTIONS}")
 
 
+def blob_density(grid: int, length_nm: float, n_electrons: float,
+                 blobs: list[tuple[float, float, float, float]]) -> np.ndarray:
+    """A synthetic target density (grid, grid) in nm⁻², h²·Σn = N: a sum of Gaussian blobs (x_nm, y_nm,
+    sigma_nm, weight), maps indexed [x, y] as physics/basis.py's (0 at the box's corner) — a density no
+    training potential made, to design a potential for (`qdgan.invert input=<its .npy>`)."""
+    h = length_nm / grid
+    c = (np.arange(grid) + 0.5) * h
+    xx, yy = np.meshgrid(c, c, indexing="ij")
+    n = sum(w * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * s**2)) for x, y, s, w in blobs)
+    return (n_electrons * n / (h * h * n.sum())).astype(np.float32)
+
+
 def check_mapping(model: Any, checkpoint: str) -> None:
     """qdgan.invert needs a density ↦ potential checkpoint (e.g. mapping=nint_to_v)."""
     hp = model.hparams
@@ -57,6 +72,7 @@ def check_mapping(model: Any, checkpoint: str) -> None:
 def run_invert(cfg: DictConfig) -> dict[str, Any]:
     """Generate Ṽ, project it, re-solve it by ED, compare, write the outputs; return the metrics."""
     from qdgan.apply import checkpoint
+    from qdgan.apply.uncertainty import assess_chunk, prepare
     from qdgan.train import figures
 
     if cfg.projection not in PROJECTIONS:
@@ -70,6 +86,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     check_mapping(model, cfg.checkpoint)
     density = model.hparams.input_name
     run_cfg = checkpoint.run_config(cfg.checkpoint)
+    state = prepare(cfg.trust, cfg.checkpoint, model, run_cfg)
     inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg)
     physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg)
     warnings += more
@@ -84,6 +101,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
 
     values = inputs.read()  # ED of every Ṽ dominates the time; invert holds its set in memory
     raw, seconds = checkpoint.timed_predictions(model, values, cfg.batch_size)
+    est = assess_chunk(state, model, values, raw, cfg.batch_size) if state else None
     generated = project(raw, cfg.projection, physics.v_well_ev, physics.v_step_ev)
     ed = solve_all(generated, physics, cfg.ed.workers, cfg.ed.progress, inputs.labels)
     recomputed = ed.n_int if density == "n_int" else ed.n0
@@ -103,8 +121,16 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
                    "ed_seconds": ed.wall_seconds, "ed_per_second": ed.per_second, "ed_workers": ed.workers,
                    "ed_seconds_per_solve": float(ed.solve_seconds.mean()), **checkpoint.device_info(model)},
         "input_charge": checkpoint.charge(values, float(model.physics[0])).tolist(),
-        "warnings": warnings,
+        "relative_l2": (np.linalg.norm((recomputed - values).reshape(len(values), -1), axis=1)
+                        / np.maximum(np.linalg.norm(values.reshape(len(values), -1), axis=1), 1e-30)).tolist(),
+        "warnings": warnings, "trust": None,
     }
+    if est is not None:
+        result["trust"] = trust_report(state, est | {"from_ed": np.zeros(len(inputs), bool)}, inputs.labels,
+                                       0.0, None, "ED's n^(r) vs n says how far each Ṽ gets")
+        if result["trust"]["warning"]:
+            log.warning(result["trust"]["warning"])
+            warnings.append(result["trust"]["warning"])
     if known is not None:
         result["potential"] = checkpoint.compare(generated, known, model.target_mean.cpu().numpy(), "potential")
     energy = inputs.companion("energy")
@@ -144,12 +170,14 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
 def instance_table(result: dict[str, Any]) -> str:
     """CSV, one row per instance: label, row, the measures of Ṽ vs V (v_*) and n^(r) vs n (n_*), energies."""
     cols: dict[str, list[Any]] = {"label": result["labels"], "row": result["rows"],
-                                  "input_charge": result["input_charge"]}
+                                  "input_charge": result["input_charge"], "n_relative_l2": result["relative_l2"]}
     for prefix, key in (("v", "potential"), ("n", "density")):
         if result[key] is not None:
             cols |= {f"{prefix}_{m}": v for m, v in result[key]["per_sample"].items()}
     if result["energy"] is not None:
         cols["energy_error_ev"] = result["energy"]["per_sample"]
+    if result.get("trust"):
+        cols |= {"v_estimated_r2": result["trust"]["estimated_r2"], "v_flagged": result["trust"]["flagged"]}
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(cols)
@@ -170,10 +198,15 @@ def summary(result: dict[str, Any], out_dir: Path, written: list[str]) -> str:
             lines.append(f"  {name}(V unknown: give reference=<potentials> to compare)")
             continue
         lines.append(f"  {name}{report_line(m)}")
+    rel = np.asarray(result["relative_l2"])
+    lines.append(f"  how close ED(Ṽ) comes: ||n^(r) − n||₂/||n||₂ mean {rel.mean():.3g}, worst {rel.max():.3g}")
     if result["energy"] is not None:
         lines.append(f"  |E(Ṽ) − E(V)| mean {result['energy']['mean_abs_error']:.4g} eV")
     lines.append(f"  generator {t['generator_per_second']:.1f}/s, ED {t['ed_per_second']:.1f}/s "
                  f"({t['ed_workers']} worker(s), {1000 * t['ed_seconds_per_solve']:.1f} ms per solve)")
+    if t := result.get("trust"):
+        lines.append(f"  trust  {t['n_flagged']} of {result['n']} Ṽ flagged (estimated R²_i < {t['threshold']:.3g}); "
+                     f"{t['note']}")
     if result["warnings"]:
         lines.append(f"  {len(result['warnings'])} warning(s): logged above and listed in invert_metrics.json")
     lines.append(f"  wrote {', '.join(written)} in {out_dir}")

@@ -4,8 +4,11 @@ Applies a trained mapping to a batch of inputs in physical units (formats: qdgan
 the predictions (.npy and/or .h5), a PNG of panels and `predict_metrics.json`. It reports the
 model's throughput; with `verify=true` it also solves every input potential by ED (paper §III.1),
 reports the errors of the predictions against those ground states (§III.3) and the measured
-speed-up of the network over ED — the paper's case for the method. It streams: inputs are read,
-predicted, verified and written `chunk_size` maps at a time, so memory stays bounded for any N.
+speed-up of the network over ED — the paper's case for the method. Every prediction gets an estimated
+R²_i (qdgan/apply/trust.py; calibrated by `<run dir>/trust.json` when present) and is flagged below
+`trust.threshold`; `verify=auto` re-solves exactly the flagged instances by ED and returns those. It
+streams: inputs are read, predicted, verified and written `chunk_size` maps at a time, so memory stays
+bounded for any N.
 Errors end in one line and leave no output file behind. Torch loads inside `run_predict`, so ED
 worker processes (which re-import this module under 'spawn') start without it.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,7 @@ from qdgan.apply import InputError
 from qdgan.apply.ed_batch import Solver
 from qdgan.apply.inputs import Inputs
 from qdgan.apply.outputs import ArrayWriter, as_paths, check_outputs
+from qdgan.apply.trust import trust_report
 from qdgan.scaling import UNITS, is_density
 
 log = logging.getLogger("qdgan.predict")
@@ -38,25 +43,37 @@ def chunk_rows(chunk_size: Any, batch_size: int) -> int:
     return max(batch_size, chunk_size - chunk_size % batch_size)
 
 
+def verify_mode(value: Any) -> bool | str:
+    """`verify`: false, true (ED of every input) or 'auto' (ED of the flagged instances only)."""
+    if value == "auto" or isinstance(value, bool):
+        return value
+    raise InputError(f"verify={value!r}: expected false, true or auto")
+
+
 def run_predict(cfg: DictConfig) -> dict[str, Any]:
     """Predict, optionally verify by ED, write the outputs; return the report (also `cfg.report`)."""
     from qdgan.apply import checkpoint
+    from qdgan.apply.uncertainty import prepare
 
     panels = cfg.panels if cfg.panels and cfg.n_panels > 0 else None
     outputs = check_outputs(as_paths(checkpoint.plain(cfg.output)), [cfg.report, panels],
                             [cfg.input, cfg.checkpoint], bool(cfg.overwrite))
     chunk = chunk_rows(cfg.chunk_size, checkpoint.check_batch_size(cfg.batch_size))
+    mode = verify_mode(cfg.verify)
     model = checkpoint.load_model(cfg.checkpoint, cfg.device)
     hp = model.hparams
-    if cfg.verify and hp.input_name != "potential":
-        raise InputError(f"verify=true solves the inputs by ED, so it needs potential inputs; checkpoint "
-                         f"{cfg.checkpoint} maps {checkpoint.mapping_text(model)}"
+    if mode and hp.input_name != "potential":
+        raise InputError(f"verify={'true' if mode is True else mode} solves the inputs by ED, so it needs "
+                         f"potential inputs; checkpoint {cfg.checkpoint} maps {checkpoint.mapping_text(model)}"
                          + (": use python -m qdgan.invert to verify a generated potential"
                             if hp.target_name == "potential" else ""))
     run_cfg = checkpoint.run_config(cfg.checkpoint)
+    if mode == "auto" and not cfg.trust.enabled:
+        raise InputError("verify=auto re-solves the instances the trust estimate flags; it needs trust.enabled=true")
+    state = prepare(cfg.trust, cfg.checkpoint, model, run_cfg)
     inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg, chunk)
     physics = source = None
-    if cfg.verify:
+    if mode:
         physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg)
         warnings += more
     for w in warnings:
@@ -66,19 +83,21 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     report: dict[str, Any] = {
         "mapping": hp.mapping, "input_name": hp.input_name, "target_name": target,
         "checkpoint": str(cfg.checkpoint), "input": str(cfg.input), "n": n, "labels": inputs.labels,
-        "rows": inputs.rows.tolist(), "speed": None, "warnings": warnings, "verify": None,
+        "rows": inputs.rows.tolist(), "speed": None, "warnings": warnings, "verify": None, "trust": None,
     }
     fields = {hp.input_name: (inputs.shape, np.float32), target: (inputs.shape, np.float32), "index": ((), np.int64)}
-    if cfg.verify:
+    if state:
+        fields |= {"estimated_r2": ((), np.float64), "flagged": ((), np.bool_), "from_ed": ((), np.bool_)}
+    if mode is True:
         fields |= {f"ed_{target}": (inputs.shape, np.float32), "ed_energy": ((), np.float64)}
     units = {k: UNITS[k.removeprefix("ed_")] for k in fields if k.removeprefix("ed_") in UNITS} | {"ed_energy": "eV"}
     attrs = {"mapping": hp.mapping, "predicted": target, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input)}
     with Staging() as stage:
         with ArrayWriter(stage, outputs, target, n, fields, units, attrs, inputs.single) as writer:
-            shown = stream(cfg, model, inputs, chunk, writer, physics, report)
+            shown = stream(cfg, model, inputs, chunk, writer, physics, report, state, mode)
         if panels:
             draw_panels(model, shown, inputs.labels, stage.path(panels))
-        if cfg.verify:
+        if mode is True:
             report["verify"] |= {"reference": "ED of the input potentials", "physics_source": source,
                                  "r2_mean_image": "the training-set mean target image (checkpoint target_mean)",
                                  "physics": physics.to_dict()}
@@ -90,15 +109,19 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: ArrayWriter, physics: Any,
-           report: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Read, predict, (solve by ED and score,) write `chunk` maps at a time; fill the report's speed,
-    charge and verify entries; return the first `n_panels` inputs, predictions (and references)."""
+           report: dict[str, Any], state: dict[str, Any] | None = None, mode: bool | str = False) -> dict[str, Any]:
+    """Read, predict, estimate trust, (solve by ED: all with verify=true, the flagged with verify=auto,)
+    write `chunk` maps at a time; fill the report's speed, charge, trust and verify entries; return the
+    first `n_panels` inputs, predictions (and references)."""
     from qdgan.apply import checkpoint
+    from qdgan.apply.uncertainty import assess_chunk
 
     hp, n, bs = model.hparams, len(inputs), cfg.batch_size
-    scores = checkpoint.Scores(model.target_mean.cpu().numpy(), hp.target_name, bs) if cfg.verify else None
+    scores = checkpoint.Scores(model.target_mean.cpu().numpy(), hp.target_name, bs) if mode is True else None
     charges, seconds, shown = [], 0.0, {"x": [], "pred": [], "ref": []}
-    solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if cfg.verify else contextlib.nullcontext()
+    trusted: dict[str, list[Any]] = {"estimated_r2": [], "flagged": [], "from_ed": []}
+    trust_seconds = 0.0
+    solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if mode else contextlib.nullcontext()
     with solver:
         for a, b in inputs.chunks(chunk):
             x = inputs.read(a, b)
@@ -109,7 +132,21 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
             arrays = {hp.input_name: x, hp.target_name: pred, "index": inputs.rows[a:b]}
             if is_density(hp.target_name):
                 charges.append(checkpoint.charge(pred, float(model.physics[0])))
-            if cfg.verify:
+            if state:
+                t0 = time.perf_counter()
+                est = assess_chunk(state, model, x, pred, bs)
+                trust_seconds += time.perf_counter() - t0
+                from_ed = np.zeros(b - a, bool)
+                if mode == "auto" and (flagged := np.flatnonzero(est["flagged"])).size:
+                    ed = solver.solve(x[flagged], [inputs.labels[a + i] for i in flagged])
+                    pred = pred.copy()
+                    pred[flagged] = ed.n_int if hp.target_name == "n_int" else ed.n0
+                    from_ed[flagged] = True
+                    arrays[hp.target_name] = pred
+                arrays |= {"estimated_r2": est["estimated_r2"], "flagged": est["flagged"], "from_ed": from_ed}
+                for key in trusted:
+                    trusted[key].append(arrays[key])
+            if mode is True:
                 ed = solver.solve(x, inputs.labels[a:b])
                 ref = ed.n_int if hp.target_name == "n_int" else ed.n0
                 scores.add(pred, ref)
@@ -125,7 +162,13 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
         q, big_n = np.concatenate(charges), float(model.physics[1])
         report["predicted_charge"] = {"n_electrons": big_n, "mean": float(q.mean()),
                                       "max_abs_error": float(np.abs(q - big_n).max()), "per_sample": q.tolist()}
-    if cfg.verify:
+    if state:
+        report["trust"] = trust_report(state, {k: np.concatenate(v) for k, v in trusted.items()}, inputs.labels,
+                                       trust_seconds, solver.wall_seconds if mode == "auto" else None)
+        if report["trust"]["warning"]:
+            log.warning(report["trust"]["warning"])
+            report["warnings"].append(report["trust"]["warning"])
+    if mode is True:
         report["verify"] = scores.summary()
         ed_rate = n / max(solver.wall_seconds, 1e-12)
         speed |= {"ed_seconds": solver.wall_seconds, "ed_per_second": ed_rate, "ed_workers": solver.workers,
@@ -166,6 +209,10 @@ def summary(report: dict[str, Any]) -> str:
     if "predicted_charge" in report:
         c = report["predicted_charge"]
         lines.append(f"  ∫ñ     mean {c['mean']:.4f}, largest |∫ñ − N| {c['max_abs_error']:.3g} electrons")
+    if t := report.get("trust"):
+        lines.append(f"  trust  {t['n_flagged']} of {report['n']} flagged (estimated R²_i < {t['threshold']:.3g})"
+                     + (f", {t['n_from_ed']} re-solved by ED" if t["ed_seconds"] is not None else "")
+                     + f"; {t['note']}")
     if report["warnings"]:
         lines.append(f"  {len(report['warnings'])} warning(s): logged above and listed in the report")
     if report.get("outputs"):

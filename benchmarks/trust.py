@@ -1,0 +1,145 @@
+"""Measure the per-instance trust estimate of a V ↦ n_int checkpoint (docs/inverse.md, "Trust").
+
+1. calibrates on the calibration sets (`python -m qdgan.apply.calibrate`, unless --no-calibrate);
+2. on disjoint evaluation sets (in-family: the training set's test split; out-of-family: other rows of
+   the family sets): Spearman of each raw candidate and of the calibrated estimate with the true error
+   1 − R²_i, the flag recall / false-flag rates, and the reliability plot (docs/figures/trust_reliability.png);
+3. `qdgan.predict verify=auto` on a batch half in-family, half out-of-family, against all-ED of the same
+   inputs timed in the same run: fraction sent to ED, worst returned R²_i, speed-up.
+
+    python benchmarks/trust.py --checkpoint /tmp/trust_run/checkpoints/best.ckpt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+FAMILIES = ["gates", "parabolic", "double_dot", "disordered"]
+CAL = ["data/paper@val", *(f"/tmp/families/{f}@0:100" for f in FAMILIES)]
+EVAL = ["data/paper@test", *(f"/tmp/families/{f}@100:200" for f in FAMILIES)]
+
+
+def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10) -> list[list[float]]:
+    """Binned (by predicted error) mean predicted vs mean true 1 − R²_i, log–log, saved to `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pe, te = np.maximum(1 - pred_r2, 1e-4), np.maximum(1 - r2, 1e-4)
+    order = np.argsort(pe)
+    rows = [[float(pe[i].mean()), float(te[i].mean()), len(i)] for i in np.array_split(order, bins)]
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.scatter(pe, te, s=4, alpha=0.3, label="instances")
+    ax.plot([r[0] for r in rows], [r[1] for r in rows], "o-", color="C3", label=f"{bins} bins (means)")
+    lim = [1e-4, max(pe.max(), te.max()) * 1.5]
+    ax.plot(lim, lim, "k--", lw=0.8, label="ideal")
+    ax.set(xscale="log", yscale="log", xlim=lim, ylim=lim, xlabel="estimated 1 − R²_i", ylabel="true 1 − R²_i",
+           title="trust estimate, evaluation sets")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    return rows
+
+
+def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
+    """verify=auto on n_half in-family + n_half out-of-family inputs vs all-ED, timed in this run."""
+    from tiny import compose_app
+
+    from physics.dataset import open_dataset
+    from qdgan.apply.ed_batch import solve_all
+    from qdgan.apply.predict import run_predict
+    from qdgan.apply.trust import r2_per_instance
+
+    fam = data["in_family"]
+    pick = np.concatenate([np.flatnonzero(fam)[:n_half],
+                           np.concatenate([np.flatnonzero(data["set"] == s)[: n_half // 4 + (i < n_half % 4)]
+                                           for i, s in enumerate(EVAL[1:])])])
+    x, y = data["x"][pick], data["y"][pick]
+    tmp = Path(tempfile.mkdtemp())
+    np.save(tmp / "v.npy", x)
+    cfg = compose_app("predict", [f"checkpoint={model_ckpt}", f"input={tmp / 'v.npy'}", f"output={tmp / 'n.h5'}",
+                                  f"report={tmp / 'r.json'}", "panels=null", "verify=auto", "ed.progress=false",
+                                  f"ed.workers={args.workers}", "chunk_size=1000"])
+    t0 = time.perf_counter()
+    report = run_predict(cfg)
+    auto_s = time.perf_counter() - t0
+    physics = open_dataset(ROOT / "data/paper").config
+    t0 = time.perf_counter()
+    ed = solve_all(x, physics, args.workers, progress=False)
+    all_s = time.perf_counter() - t0
+    import h5py
+
+    with h5py.File(tmp / "n.h5") as f:
+        out, from_ed = f["n_int"][:], f["from_ed"][:]
+    mean = data["mean"]
+    r2 = r2_per_instance(out, y, mean)
+    r2_net = r2_per_instance(data["pred"][pick], y, mean)
+    ed_vs_data = float(np.abs(ed.n_int - y).max())
+    return {"n": len(pick), "n_in_family": int(fam[pick].sum()), "fraction_to_ed": float(from_ed.mean()),
+            "worst_r2_returned": float(r2.min()), "worst_r2_network_only": float(r2_net.min()),
+            "worst_r2_out_of_family_returned": float(r2[~fam[pick]].min()),
+            "worst_l2_returned": float(np.sqrt(((out - y) ** 2).sum(axis=(1, 2))).max()),
+            "auto_seconds": auto_s, "all_ed_seconds": all_s, "speedup_vs_all_ed": all_s / auto_s,
+            "ed_max_abs_vs_data": ed_vs_data, "trust_seconds": report["trust"]["seconds"],
+            "auto_ed_seconds": report["trust"]["ed_seconds"], "workers": args.workers}
+
+
+def main() -> None:
+    import torch
+
+    from qdgan.apply import calibrate, checkpoint, trust
+    from qdgan.apply.uncertainty import input_stats
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--no-calibrate", action="store_true")
+    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--recall", type=float, default=0.98, help="calibration recall target")
+    ap.add_argument("--half", type=int, default=100, help="in-family (and out-of-family) instances of verify=auto")
+    ap.add_argument("--out", default=str(ROOT / "docs/figures/trust_reliability.png"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    if not args.no_calibrate:
+        sets = [a for s in CAL for a in ("--set", s)]
+        calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *sets])
+    cal = trust.load_calibration(trust.run_dir(args.checkpoint) / trust.CALIBRATION)
+    model = checkpoint.load_model(args.checkpoint, "cpu")
+    run_cfg = checkpoint.run_config(args.checkpoint)
+    stats, _ = input_stats(args.checkpoint, model, run_cfg)
+    data = calibrate.collect(model, args.checkpoint, run_cfg, EVAL, args.k, 100, stats, evaluate=True)
+    data["mean"] = model.target_mean.cpu().numpy()
+    err, feats = 1 - data["r2"], data["features"]
+    est = trust.estimate_r2(cal, feats)
+    flags = trust.assess(cal, feats, None)["flagged"]
+    result = {
+        "calibration": {k: cal[k] for k in ("features", "threshold", "spearman_raw", "spearman_cv", "fit", "sets")},
+        "evaluation_sets": EVAL, "n_eval": len(err), "n_eval_in_family": int(data["in_family"].sum()),
+        "spearman_eval": {**{f: trust.spearman(v, err) for f, v in feats.items()},
+                          "calibrated": trust.spearman(1 - est, err)},
+        "spearman_eval_out_of_family": trust.spearman((1 - est)[~data["in_family"]], err[~data["in_family"]]),
+        "flags_eval": trust.flag_rates(flags, data["r2"], data["in_family"]),
+        "flags_eval_in_family": trust.flag_rates(flags[data["in_family"]], data["r2"][data["in_family"]],
+                                                 data["in_family"][data["in_family"]]),
+        "missed_bad": [{"set": str(data["set"][i]), "r2": float(data["r2"][i]), "estimated_r2": float(est[i])}
+                       for i in np.flatnonzero(~flags & (data["r2"] < trust.BAD_R2))],
+        "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},
+        "reliability_bins": reliability(est, data["r2"], Path(args.out)),
+    }
+    result["verify_auto"] = verify_auto(args, args.checkpoint, data, args.half)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

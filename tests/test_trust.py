@@ -1,0 +1,143 @@
+"""The per-instance trust estimate (qdgan/apply/trust.py, uncertainty.py, calibrate.py) and `verify=auto`:
+MC-dropout spread, input distances, calibration round trip, flags, and ED for exactly the flagged."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from tiny import ROOT, TINY_PHYSICS, compose_app, train_tiny
+
+from physics.dataset import open_dataset
+from qdgan.apply import InputError, calibrate, checkpoint, trust
+from qdgan.apply.predict import run_predict
+from qdgan.apply.uncertainty import features, input_stats, mc_spread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_data, tmp_path_factory) -> Path:
+    return train_tiny(tiny_data, tmp_path_factory.mktemp("v_to_nint"), "v_to_nint")
+
+
+def predict_cfg(ckpt: Path, inp: Path | str, out: Path, *extra: str):
+    return compose_app("predict", [f"checkpoint={ckpt}", f"input={inp}", f"output={out / 'p.h5'}",
+                                   f"report={out / 'report.json'}", "panels=null", "ed.workers=1", "ed.progress=false",
+                                   *TINY_PHYSICS, *extra])
+
+
+def test_mc_spread_is_zero_without_dropout_and_positive_with_it(ckpt, tiny_data):
+    model = checkpoint.load_model(ckpt)
+    x = open_dataset(tiny_data).potential[:6]
+    spread = mc_spread(model, x, k=4, batch_size=4)
+    assert spread.shape == (6,) and (spread > 0).all()
+    np.testing.assert_array_equal(mc_spread(model, x, k=4, batch_size=4), spread)  # seeded
+    assert not mc_spread(model, x, k=1).any()  # one pass has no spread
+    assert not any(m.training for m in model.modules())  # the dropout layers are back in eval mode
+    for m in model.generator.modules():
+        if type(m).__name__ == "Dropout":
+            m.p = 0.0
+    assert not mc_spread(model, x, k=4).any()
+
+
+def test_input_distance_is_larger_for_alien_inputs(ckpt, tiny_data):
+    model = checkpoint.load_model(ckpt)
+    stats, note = input_stats(ckpt, model, checkpoint.run_config(ckpt))
+    assert stats is not None and (trust.run_dir(ckpt) / trust.INPUT_STATS).is_file(), note
+    x = open_dataset(tiny_data).potential[50:60]  # the tiny run's test split lies in 50:60 or so; unseen maps
+    noise = np.random.default_rng(0).uniform(0, 0.5, (10, 64, 64)).astype(np.float32)  # in range, alien
+    out_of_range = (3 * x - 0.5).astype(np.float32)  # wells at −0.5 eV, steps at 1 eV
+
+    def feats(v: np.ndarray) -> dict[str, np.ndarray]:
+        return features(model, v, model.predict_maps(torch.from_numpy(v)).numpy(), 2, 10, stats)
+
+    near, far, wide = feats(x), feats(noise), feats(out_of_range)
+    assert np.median(far["d_res"]) > 1.5 * np.median(near["d_res"])
+    assert np.median(wide["d_res"]) > 2 * np.median(near["d_res"])
+    assert np.median(wide["d_pca"]) > 2 * np.median(near["d_pca"])
+    cached, _ = input_stats(ckpt, model, None)  # read back from the cache, no config needed
+    np.testing.assert_array_equal(cached["components"], stats["components"])
+
+
+def test_calibration_recovers_a_monotone_error_and_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    err = 10 ** rng.uniform(-3, 0, 400)
+    feats = {"mc": err * 10 ** rng.normal(0, 0.1, 400), "d_res": rng.uniform(1, 2, 400)}
+    r2 = 1 - err
+    fam = np.arange(400) < 200
+    cal = trust.calibrate(feats, r2, fam, recall=0.95)
+    assert "mc" in cal["features"] and cal["spearman_raw"]["mc"] > 0.95
+    assert cal["fit"]["recall"] >= 0.95
+    trust.save_calibration(tmp_path / "trust.json", cal)
+    back = trust.load_calibration(tmp_path / "trust.json")
+    np.testing.assert_allclose(trust.estimate_r2(back, feats), trust.estimate_r2(cal, feats))
+    assert trust.spearman(1 - trust.estimate_r2(back, feats), err) > 0.95
+    got = trust.assess(back, feats, None)
+    assert got["calibrated"] and got["threshold"] == cal["threshold"]
+    assert trust.flag_rates(got["flagged"], r2, fam)["recall"] >= 0.9
+    (tmp_path / "bad.json").write_text('{"features": ["mc"]}')
+    with pytest.raises(ValueError, match=r"bad\.json: not a trust calibration"):
+        trust.load_calibration(tmp_path / "bad.json")
+
+
+def test_calibrate_command_and_calibrated_predictions(ckpt, tiny_data, tmp_path):
+    with pytest.raises(InputError, match="test split is for evaluation"):
+        calibrate.parse_set(f"{tiny_data}@test")
+    out = tmp_path / "trust.json"
+    cal = calibrate.main(["--checkpoint", str(ckpt), "--set", f"{tiny_data}@val", "--set", f"{tiny_data}@0:30",
+                          "--k", "4", "--out", str(out)])
+    assert out.is_file() and cal["n"] == 40 and cal["sets"][0].endswith("@val")
+    report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path, "indices=0:8", f"trust.calibration={out}"))
+    t = report["trust"]
+    assert t["calibrated"] and "calibrated by" in t["note"] and len(t["estimated_r2"]) == 8
+    assert t["threshold"] == pytest.approx(cal["threshold"])
+    with h5py.File(tmp_path / "p.h5") as f:
+        np.testing.assert_array_equal(f["estimated_r2"][...], t["estimated_r2"])
+
+
+def test_uncalibrated_estimate_is_noted_and_threshold_flags(ckpt, tiny_data, tmp_path):
+    report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path, "indices=0:6", "trust.threshold=2.0",
+                                     "trust.calibration=" + str(tmp_path / "none.json")))
+    t = report["trust"]
+    assert not t["calibrated"] and t["note"].startswith("uncalibrated")
+    assert t["n_flagged"] == 6 and t["n_from_ed"] == 0  # every estimate is below 2; no ED without verify=auto
+    assert any(w.startswith("trust: 6 of 6") and "uncalibrated" in w for w in report["warnings"])
+    off = run_predict(predict_cfg(ckpt, tiny_data, tmp_path / "off", "indices=0:6", "trust.enabled=false"))
+    assert off["trust"] is None
+
+
+def test_verify_auto_returns_ed_maps_exactly_for_the_flagged(ckpt, tiny_data, tmp_path):
+    first = run_predict(predict_cfg(ckpt, tiny_data, tmp_path / "a", "indices=0:10", "batch_size=4", "chunk_size=4"))
+    est = np.array(first["trust"]["estimated_r2"])
+    threshold = float(np.median(est))
+    report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path / "b", "indices=0:10", "batch_size=4", "chunk_size=4",
+                                     "verify=auto", f"trust.threshold={threshold}"))
+    flagged = est < threshold
+    assert 0 < flagged.sum() < 10
+    ds = open_dataset(tiny_data)
+    with h5py.File(tmp_path / "a" / "p.h5") as a, h5py.File(tmp_path / "b" / "p.h5") as b:
+        np.testing.assert_array_equal(b["from_ed"][...], flagged)
+        np.testing.assert_array_equal(b["flagged"][...], flagged)
+        np.testing.assert_allclose(b["n_int"][...][flagged], ds.n_int[:10][flagged], atol=1e-5, rtol=0)
+        np.testing.assert_array_equal(b["n_int"][...][~flagged], a["n_int"][...][~flagged])
+        assert not np.allclose(a["n_int"][...][flagged], ds.n_int[:10][flagged], atol=1e-5)
+    t = report["trust"]
+    assert t["n_from_ed"] == flagged.sum() and t["ed_seconds"] > 0 and report["verify"] is None
+    assert json.loads((tmp_path / "b" / "report.json").read_text())["trust"]["from_ed"] == flagged.tolist()
+    with pytest.raises(InputError, match="verify='maybe'"):
+        run_predict(predict_cfg(ckpt, tiny_data, tmp_path / "c", "verify=maybe"))
+
+
+@pytest.mark.slow
+def test_calibrate_command_refuses_a_test_split_in_one_line(ckpt, tiny_data):
+    run = subprocess.run([sys.executable, "-m", "qdgan.apply.calibrate", "--checkpoint", str(ckpt), "--set",
+                          f"{tiny_data}@test"], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 1 and run.stderr.strip().count("\n") == 0
+    assert "test split is for evaluation" in run.stderr and not (trust.run_dir(ckpt) / trust.CALIBRATION).exists()
