@@ -141,3 +141,27 @@ def test_calibrate_command_refuses_a_test_split_in_one_line(ckpt, tiny_data):
                           f"{tiny_data}@test"], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 1 and run.stderr.strip().count("\n") == 0
     assert "test split is for evaluation" in run.stderr and not (trust.run_dir(ckpt) / trust.CALIBRATION).exists()
+
+
+def _manifest(folder: Path, potential: dict | None, n_wells: int = 25) -> Path:
+    folder.mkdir(parents=True)
+    ident = {"physics": {"grid": 64, "n_wells": n_wells}} | ({"potential": potential} if potential else {})
+    (folder / "manifest.json").write_text(json.dumps({"identity": ident}))
+    return folder
+
+
+def test_in_family_means_the_same_generator_distribution(tmp_path):
+    from qdgan.apply.calibrate import distributions
+
+    gates = {"family": "gates", "n_dips": [1, 3]}
+    mix = {"family": "mix", "weights": {"paper": 0.5, "gates": 0.5, "parabolic": 0.0},
+           "components": {"paper": {"family": "paper"}, "gates": gates, "parabolic": {"family": "parabolic"}}}
+    home = distributions(_manifest(tmp_path / "mix", mix))
+    assert distributions(_manifest(tmp_path / "paper", None)) <= home       # a mixture component
+    assert distributions(_manifest(tmp_path / "gates", gates)) <= home
+    assert not distributions(_manifest(tmp_path / "parab", {"family": "parabolic"})) <= home  # weight 0
+    assert not distributions(_manifest(tmp_path / "gates4", gates | {"n_dips": [4, 6]})) <= home  # other params
+    assert not distributions(_manifest(tmp_path / "sparse", None, n_wells=10)) <= home  # other physics
+    both = distributions([tmp_path / "paper", tmp_path / "parab"])
+    assert distributions(tmp_path / "parab") <= both and home - both
+    assert distributions(tmp_path / "missing") is None

@@ -35,13 +35,22 @@ def parse_set(spec: str, evaluate: bool = False) -> tuple[str, str | None, str |
     return path, None, sel
 
 
-def family(path: str | Path) -> str:
-    """The potential family of a data-set folder (manifest identity), 'paper' when it names none."""
-    try:
-        ident = json.loads((Path(path) / "manifest.json").read_text()).get("identity", {})
-    except (OSError, ValueError):
-        return "unknown"
-    return (ident.get("potential") or {}).get("family", "paper")
+def distributions(paths: str | Path | list[Any] | Any) -> frozenset[str] | None:
+    """The generator distributions a data set (or a list of them) draws from: its physics with each potential
+    family spec of positive weight (a mixture counts as its components), from the manifests' identities; None
+    when a manifest cannot be read. A set is in-family for a model when its distributions are a subset of the
+    training data's: another family, other family parameters or other physics (e.g. n_wells) are out."""
+    found: set[str] = set()
+    for path in [paths] if isinstance(paths, str | Path) else list(paths):
+        try:
+            ident = json.loads((Path(path) / "manifest.json").read_text()).get("identity", {})
+        except (OSError, ValueError):
+            return None
+        spec = ident.get("potential") or {"family": "paper"}
+        specs = ([spec["components"].get(f, {"family": f}) for f, w in spec.get("weights", {}).items() if w > 0]
+                 if spec.get("family") == "mix" else [spec])
+        found |= {json.dumps({"physics": ident.get("physics"), "potential": s}, sort_keys=True) for s in specs}
+    return frozenset(found)
 
 
 def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int, batch_size: int,
@@ -53,7 +62,7 @@ def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int,
     from qdgan.apply.uncertainty import features
 
     hp, mean = model.hparams, model.target_mean.cpu().numpy()
-    home = family(run_cfg.data.path) if run_cfg is not None and "data" in run_cfg else "paper"
+    home = distributions(run_cfg.data.path) if run_cfg is not None and "data" in run_cfg else None
     parts: dict[str, list[Any]] = {}
     for spec in specs:
         path, split, indices = parse_set(spec, evaluate)
@@ -63,8 +72,9 @@ def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int,
             raise InputError(f"--set {spec}: holds no {hp.target_name} to calibrate against; expected a data set")
         pred, _ = timed_predictions(model, x, batch_size)
         feats = features(model, x, pred, k, batch_size, stats)
+        mine = distributions(path)
         row = {"x": x, "y": y, "pred": pred, "r2": trust.r2_per_instance(pred, y, mean),
-               "in_family": np.full(len(x), family(path) == home), "set": np.full(len(x), spec)}
+               "in_family": np.full(len(x), bool(home and mine and mine <= home)), "set": np.full(len(x), spec)}
         for key, value in (row | {f"f_{f}": v for f, v in feats.items()}).items():
             parts.setdefault(key, []).append(value)
     out = {k: np.concatenate(v) for k, v in parts.items()}
