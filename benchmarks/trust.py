@@ -25,8 +25,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 FAMILIES = ["gates", "parabolic", "double_dot", "disordered"]
-CAL = ["data/paper@val", *(f"/tmp/families/{f}@0:100" for f in FAMILIES)]
-EVAL = ["data/paper@test", *(f"/tmp/families/{f}@100:200" for f in FAMILIES)]
+UNSEEN = ["sparse_wells", "many_gates", "far_double_dot", "wide_parabolic", "rough_gates"]  # benchmarks/families_eval
+PRESETS = {
+    # a paper-only model: the other families are out of family (200-instance sets in /tmp/families)
+    "paper": {"cal": ["data/paper@val", *(f"/tmp/families/{f}@0:100" for f in FAMILIES)],
+              "eval": ["data/paper@test", *(f"/tmp/families/{f}@100:200" for f in FAMILIES)]},
+    # the mixture model (data=mix_large): in family = the five families; out = the unseen kinds of data/unseen/.
+    # Calibrated on three unseen kinds only, so wide_parabolic and rough_gates are kinds it never saw.
+    "mix": {"cal": ["data/mix_large@val", *(f"data/unseen/{u}@0:100" for u in UNSEEN[:3])],
+            "eval": ["data/mix_large@test", *(f"data/{f}@0:100" for f in ["paper", *FAMILIES]),
+                     *(f"data/unseen/{u}@100:200" for u in UNSEEN)]},
+}
 
 
 def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10) -> list[list[float]]:
@@ -62,15 +71,17 @@ def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
     from qdgan.apply.trust import r2_per_instance
 
     fam = data["in_family"]
-    pick = np.concatenate([np.flatnonzero(fam)[:n_half],
-                           np.concatenate([np.flatnonzero(data["set"] == s)[: n_half // 4 + (i < n_half % 4)]
-                                           for i, s in enumerate(EVAL[1:])])])
+    outs = [s for s in dict.fromkeys(data["set"]) if not fam[data["set"] == s].any()]
+    ins = [s for s in dict.fromkeys(data["set"]) if fam[data["set"] == s].all()]
+    per_set = lambda sets, i: n_half // len(sets) + (i < n_half % len(sets))  # noqa: E731
+    pick = np.concatenate([np.flatnonzero(data["set"] == s)[: per_set(group, i)]
+                           for group in (ins, outs) for i, s in enumerate(group)])
     x, y = data["x"][pick], data["y"][pick]
     tmp = Path(tempfile.mkdtemp())
     np.save(tmp / "v.npy", x)
     cfg = compose_app("predict", [f"checkpoint={model_ckpt}", f"input={tmp / 'v.npy'}", f"output={tmp / 'n.h5'}",
                                   f"report={tmp / 'r.json'}", "panels=null", "verify=auto", "ed.progress=false",
-                                  f"ed.workers={args.workers}", "chunk_size=1000"])
+                                  f"ed.workers={args.workers}", "chunk_size=1000", f"trust.k={args.k}"])
     t0 = time.perf_counter()
     report = run_predict(cfg)
     auto_s = time.perf_counter() - t0
@@ -104,13 +115,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--no-calibrate", action="store_true")
-    ap.add_argument("--k", type=int, default=8)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="calibration and evaluation sets")
+    ap.add_argument("--k", type=int, default=8, help="MC-dropout passes (0: none; the estimate then costs ~nothing)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--recall", type=float, default=0.98, help="calibration recall target")
     ap.add_argument("--half", type=int, default=100, help="in-family (and out-of-family) instances of verify=auto")
     ap.add_argument("--out", default=str(ROOT / "docs/figures/trust_reliability.png"))
+    ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.workers)  # the network gets the cores the all-ED baseline gets
+    CAL, EVAL = PRESETS[args.preset]["cal"], PRESETS[args.preset]["eval"]
     if not args.no_calibrate:
         sets = [a for s in CAL for a in ("--set", s)]
         calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *sets])
@@ -135,10 +149,14 @@ def main() -> None:
         "missed_bad": [{"set": str(data["set"][i]), "r2": float(data["r2"][i]), "estimated_r2": float(est[i])}
                        for i in np.flatnonzero(~flags & (data["r2"] < trust.BAD_R2))],
         "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},
+        "flags_eval_by_set": {s: trust.flag_rates(flags[data["set"] == s], data["r2"][data["set"] == s],
+                                                  data["in_family"][data["set"] == s]) for s in EVAL},
         "reliability_bins": reliability(est, data["r2"], Path(args.out)),
     }
     result["verify_auto"] = verify_auto(args, args.checkpoint, data, args.half)
     print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

@@ -116,7 +116,8 @@ def prepare(cfg: Any, checkpoint: str, model: Pix2Pix, run_cfg: Any) -> dict[str
     stats, stats_note = input_stats(checkpoint, model, run_cfg) if need_stats else (None, "")
     note = (f"calibrated by {path} (features {'+'.join(cal['features'])})" if cal is not None else
             f"uncalibrated: estimated R²_i = 1 − MC-dropout spread; no {path} (python -m qdgan.apply.calibrate)")
-    return {"cal": cal, "stats": stats, "k": int(cfg.k), "seed": int(cfg.seed), "threshold": cfg.threshold,
+    k = int(cfg.k) if cal is None or "mc" in cal["features"] else 0  # MC passes cost ~k forward passes: only if used
+    return {"cal": cal, "stats": stats, "k": k, "seed": int(cfg.seed), "threshold": cfg.threshold,
             "note": note, "stats_note": stats_note, "path": str(path)}
 
 
