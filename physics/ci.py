@@ -1,17 +1,22 @@
-"""Many-body Hamiltonian (eq. 4) in the Slater-determinant basis of the kept orbitals; ground state.
+"""Many-body Hamiltonian (eq. 4) in the Slater-determinant basis of the kept orbitals; ground state and its spin.
 
 Determinants are products |α-string⟩|β-string⟩ in the sector S_z = 0 (even N) or ½ (odd N), which
 contains every spin multiplet, so its lowest state is the ground state. In the orbital basis the
-one-body part is diagonal (ε_a). Two routes:
-- N = 2: H[(a,b),(c,d)] = (ε_a+ε_b) δ_ac δ_bd + (ac|bd), dense `eigh` of an n² × n² matrix.
-- any N: matrix-free σ = H c with excitation lists (the "direct CI" of quantum-chemistry codes),
-  H = Σ h'_ps E_ps + ½ Σ (pq|rs) E_pq E_rs, h'_ps = ε_p δ_ps − ½ Σ_q (pq|qs); sparse Lanczos.
-Both return the spin-summed one-body density matrix γ_pq = ⟨Ψ|Σ_σ c†_pσ c_qσ|Ψ⟩, from which the
-density n(r) = Σ_pq γ_pq φ_p(r) φ_q(r) (eq. 7) follows.
+one-body part is diagonal (ε_a). Routes:
+- N = 2 (the paper's data): H[(a,b),(c,d)] = (ε_a+ε_b) δ_ac δ_bd + (ac|bd), dense `eigh` of an n² × n²
+  matrix. Kept float for float: the paper's data set depends on it.
+- N ≥ 3: σ = Hc on α-string × β-string matrices with BLAS (physics/determinants.py), block Davidson with
+  the diagonal of H (physics/davidson.py) for the lowest ROOTS states, then the ground state is chosen by
+  `_choose` (degenerate multiplets: see there).
+- `ground_state_direct`, any N: the earlier matrix-free "direct CI" (excitation lists, H = Σ h'_ps E_ps +
+  ½ Σ (pq|rs) E_pq E_rs, Lanczos); ~25× slower at N = 3, kept as an independent reference.
+All return the spin-summed one-body density matrix γ_pq = ⟨Ψ|Σ_σ c†_pσ c_qσ|Ψ⟩, from which the
+density n(r) = Σ_pq γ_pq φ_p(r) φ_q(r) (eq. 7) follows, and the total spin S from ⟨S²⟩ = S(S+1).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
@@ -21,8 +26,23 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from physics import determinants
+from physics.davidson import ConvergenceError, lowest_eigenpairs
+
+__all__ = ["CIResult", "ConvergenceError", "ground_state", "ground_state_direct", "spin_occupations", "spin_of"]
+
 DENSE_DIM = 400
-"""Below this many determinants the general route builds H explicitly and uses dense `eigh`."""
+"""Up to this many determinants H is built explicitly and fully diagonalized (dense `eigh`)."""
+TOL_EV = 1e-9
+"""Davidson: residual ‖Hc − Ec‖ (eV) of every wanted state; the energy is then exact to ~1e-15 eV and γ to
+~TOL_EV/gap (measured against a 1e-12 eV solve: see docs/physics.md)."""
+MAX_ITER = 200
+ROOTS = 2
+"""States the Davidson solve converges: the ground state and the next one, to see whether they are degenerate."""
+DEGENERATE_EV = 1e-6
+"""States within this energy of the lowest count as degenerate with it (see `_choose`)."""
+SPIN_TOL = 1e-3
+"""A chosen state's S from ⟨S²⟩ = S(S+1) must lie this close to a half-integer of N's parity."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +50,8 @@ class CIResult:
     energy_ev: float
     rdm1: np.ndarray  # (n, n) spin-summed one-body density matrix, trace = N
     dim: int  # number of determinants in the S_z sector
+    spin: float  # total spin S of the ground state, from ⟨S²⟩ = S(S+1)
+    iterations: int = 0  # Davidson iterations (0: a direct diagonalization)
 
 
 def spin_occupations(n_electrons: int) -> tuple[int, int]:
@@ -37,11 +59,20 @@ def spin_occupations(n_electrons: int) -> tuple[int, int]:
     return (n_electrons + 1) // 2, n_electrons // 2
 
 
-def ground_state(eps_ev: np.ndarray, eri_ev: np.ndarray, n_electrons: int, tol: float = 1e-10) -> CIResult:
-    """Lowest eigenstate of eq. 4 for orbital energies ε (n,) and (ac|bd) integrals (n, n, n, n)."""
+def ground_state(eps_ev: np.ndarray, eri_ev: np.ndarray, n_electrons: int) -> CIResult:
+    """Ground state of eq. 4 for orbital energies ε (n,) and (ac|bd) integrals (n, n, n, n), N ≥ 2.
+
+    Raises ConvergenceError when the iterative solve misses its tolerance: never a wrong state.
+    """
     if n_electrons == 2:
         return _ground_state_two(eps_ev, eri_ev)
-    return _ground_state_direct(eps_ev, eri_ev, n_electrons, tol)
+    return _ground_state_strings(eps_ev, eri_ev, n_electrons)
+
+
+def spin_of(s2: float, n_electrons: int) -> float:
+    """S from ⟨S²⟩ = S(S+1), rounded to the nearest half-integer of N's parity."""
+    s = 0.5 * (np.sqrt(1.0 + 4.0 * max(s2, 0.0)) - 1.0)
+    return float(np.round(s - 0.5 * (n_electrons % 2)) + 0.5 * (n_electrons % 2))
 
 
 def _ground_state_two(eps: np.ndarray, eri: np.ndarray) -> CIResult:
@@ -50,7 +81,82 @@ def _ground_state_two(eps: np.ndarray, eri: np.ndarray) -> CIResult:
     h[np.diag_indices_from(h)] += (eps[:, None] + eps[None, :]).ravel()
     w, v = sla.eigh(h, subset_by_index=[0, 0])
     c = v[:, 0].reshape(n, n)  # amplitude of c†_a↑ c†_b↓ |0⟩
-    return CIResult(float(w[0]), c @ c.T + c.T @ c, n * n)
+    s2 = 1.0 - float(np.sum(c * c.T))  # S² = N_β − ⟨swap of the two electrons' orbitals⟩ at S_z = 0
+    return CIResult(float(w[0]), c @ c.T + c.T @ c, n * n, spin_of(s2, 2))
+
+
+def _ground_state_strings(eps: np.ndarray, eri: np.ndarray, n_electrons: int) -> CIResult:
+    """N ≥ 3: H on α × β string matrices (physics/determinants.py), Davidson or, when small, dense `eigh`."""
+    n = eps.size
+    n_alpha, n_beta = spin_occupations(n_electrons)
+    sec = determinants.sector(n, n_alpha, n_beta)
+    v = determinants.pair_matrix(eri)
+    h_alpha = determinants.string_hamiltonian(eps, v, n_alpha)  # (n_α str, n_α str)
+    h_beta = determinants.string_hamiltonian(eps, v, n_beta)
+    n_a, n_b = sec.shape
+
+    def sigma(x: np.ndarray) -> np.ndarray:
+        """H x for determinant vectors x (dim, m): H_α C + C H_βᵀ + Σ_{i∈α,j∈β} v_ij C."""
+        c = np.ascontiguousarray(x.T).reshape(-1, n_a, n_b)  # (m, n_α str, n_β str)
+        same = (h_alpha @ c + c @ h_beta.T).reshape(x.shape[1], -1).T
+        return same + sec.opposite_spin(v, x)
+
+    if sec.dim <= DENSE_DIM:
+        unit = np.eye(sec.dim)
+        h = np.hstack([sigma(unit[:, i:i + 64]) for i in range(0, sec.dim, 64)])
+        energies, vectors = np.linalg.eigh(0.5 * (h + h.T))
+        return _choose(sec, sigma, energies, vectors, 0)
+    occ_a, occ_b = _occupation_matrix(sec.occ_alpha, n), _occupation_matrix(sec.occ_beta, n)
+    coulomb = np.einsum("aacc->ac", eri)  # (aa|cc): α–β pairs on the diagonal of H
+    diagonal = (np.diag(h_alpha)[:, None] + np.diag(h_beta)[None, :] + occ_a @ coulomb @ occ_b.T).ravel()
+    roots = min(ROOTS, sec.dim)
+    start = _start_vectors(diagonal, roots)
+    while True:
+        pairs = lowest_eigenpairs(sigma, diagonal, start, TOL_EV, MAX_ITER, 8 * roots + 8)
+        if pairs.energies[-1] - pairs.energies[0] > DEGENERATE_EV or roots == sec.dim:
+            return _choose(sec, sigma, pairs.energies, pairs.vectors, pairs.iterations)
+        roots = min(roots + 2, sec.dim)  # every converged state is degenerate: look for more
+        start = np.hstack([pairs.vectors, _start_vectors(diagonal, roots)[:, pairs.vectors.shape[1]:]])
+
+
+def _choose(sec: determinants.Sector, sigma: Callable[[np.ndarray], np.ndarray], energies: np.ndarray,
+            vectors: np.ndarray, iterations: int) -> CIResult:
+    """The ground state among the lowest eigenpairs (ascending `energies`, orthonormal `vectors`).
+
+    States within DEGENERATE_EV of the lowest are one degenerate level. Within it S² is diagonalized and the
+    highest S is taken (what an infinitesimal magnetic field selects: its Zeeman term lowers the M_S = ±S
+    component most; the spin-summed density is the same for every M_S of a multiplet). If several states of
+    that S remain (a spatially degenerate level), γ is their equal-weight average, the T → 0 limit of the
+    thermal state: independent of how the solver happened to rotate them, hence deterministic.
+    """
+    level = np.flatnonzero(energies - energies[0] <= DEGENERATE_EV)
+    x = vectors[:, level]
+    s2, u = np.linalg.eigh(sec.spin_square(x))
+    spins = 0.5 * (np.sqrt(1.0 + 4.0 * np.maximum(s2, 0.0)) - 1.0)
+    n_el = sec.n_alpha + sec.n_beta
+    spin = spin_of(s2[-1], n_el)
+    if np.abs(spins[-1] - spin) > SPIN_TOL:
+        raise ConvergenceError(f"ground state is not a spin eigenstate: ⟨S²⟩ = {s2[-1]:.6f}, S = {spins[-1]:.6f} "
+                               f"is not a half-integer of N = {n_el}'s parity to {SPIN_TOL}")
+    y = x @ u[:, np.abs(spins - spin) <= SPIN_TOL]  # the states of the highest S
+    energy = float(np.mean(np.einsum("ij,ij->j", y, sigma(y))))
+    rdm1 = np.mean([sec.one_body_density(col) for col in y.T], axis=0)
+    return CIResult(energy, 0.5 * (rdm1 + rdm1.T), sec.dim, spin, iterations)
+
+
+def _occupation_matrix(occ: np.ndarray, n_orb: int) -> np.ndarray:
+    """(n_strings, n_orb) 0/1: which orbitals each string occupies."""
+    out = np.zeros((occ.shape[0], n_orb))
+    np.put_along_axis(out, occ, 1.0, axis=1)
+    return out
+
+
+def _start_vectors(diagonal: np.ndarray, k: int) -> np.ndarray:
+    """The k determinants of lowest diagonal energy, each with a small fixed random admixture, so that
+    states of every spatial symmetry overlap the start (dim, k)."""
+    start = np.random.default_rng(12345).uniform(-1e-3, 1e-3, (diagonal.size, k))
+    start[np.argsort(diagonal, kind="stable")[:k], np.arange(k)] = 1.0
+    return start
 
 
 @lru_cache(maxsize=32)
@@ -102,7 +208,9 @@ def _excitation_operator(n_orb: int, n_alpha: int, n_beta: int) -> tuple[sp.csr_
     return a, a.T.tocsr()
 
 
-def _ground_state_direct(eps: np.ndarray, eri: np.ndarray, n_electrons: int, tol: float) -> CIResult:
+def ground_state_direct(eps: np.ndarray, eri: np.ndarray, n_electrons: int, tol: float = 1e-10) -> CIResult:
+    """Any N: the earlier direct CI (Lanczos above DENSE_DIM determinants). An independent reference for the
+    string route; its state is whatever the sector's lowest eigenvector is (no degeneracy rule)."""
     n = eps.size
     n_alpha, n_beta = spin_occupations(n_electrons)
     a, a_t = _excitation_operator(n, n_alpha, n_beta)
@@ -131,7 +239,11 @@ def _ground_state_direct(eps: np.ndarray, eri: np.ndarray, n_electrons: int, tol
         energy, c = float(w[0]), v[:, 0]
     t1 = (a @ c).reshape(dim, n * n)
     rdm1 = (c @ t1).reshape(n, n)
-    return CIResult(energy, 0.5 * (rdm1 + rdm1.T), dim)
+    spin = np.nan
+    if n_alpha and n_beta:
+        sec = determinants.sector(n, n_alpha, n_beta)
+        spin = spin_of(float(sec.spin_square(c[:, None] / np.linalg.norm(c))[0, 0]), n_electrons)
+    return CIResult(energy, 0.5 * (rdm1 + rdm1.T), dim, spin)
 
 
 def _start_vector(dim: int) -> np.ndarray:

@@ -17,6 +17,10 @@ class ConfigError(ValueError):
     """A configuration value is out of its admissible range; the message names the field."""
 
 
+MAX_AMPLITUDES = 2**26
+"""N ≥ 3: the many-body solver (physics/determinants.py) holds n_orbitals^N amplitudes per vector (0.5 GB here)."""
+
+
 @dataclass(frozen=True)
 class PhysicsConfig:
     """Parameters of the quantum-dot system, its random potentials and the ED solver.
@@ -69,6 +73,11 @@ class PhysicsConfig:
             raise ConfigError(
                 f"PhysicsConfig.n_electrons={self.n_electrons} exceeds the number of spin-orbitals "
                 f"2·n_orbitals={2 * self.n_orbitals}")
+        if self.n_electrons >= 3 and self.n_orbitals**self.n_electrons > MAX_AMPLITUDES:
+            raise ConfigError(
+                f"PhysicsConfig.n_electrons={self.n_electrons} with n_orbitals={self.n_orbitals} is too large for the "
+                f"many-body solver: n_orbitals^n_electrons = {self.n_orbitals**self.n_electrons:.2e} amplitudes per "
+                f"vector, expected at most {MAX_AMPLITUDES:.2e}")
         for name in ("v_step_ev", "v_well_ev"):
             if not math.isfinite(getattr(self, name)):
                 raise ConfigError(f"PhysicsConfig.{name} must be finite, got {getattr(self, name)}")

@@ -29,6 +29,7 @@ class GroundState:
     n_int: np.ndarray  # (grid, grid) interacting density
     rdm1: np.ndarray  # (n_orbitals, n_orbitals) spin-summed one-body density matrix
     n_electrons: int
+    spin: float  # total spin S of the many-body ground state, ⟨S²⟩ = S(S+1) (ħ = 1); degenerate levels: ci._choose
     n_basis: int
     n_orbitals: int
     ci_dim: int  # determinants in the S_z sector
@@ -88,7 +89,7 @@ def solve(potential_ev: np.ndarray, cfg: PhysicsConfig) -> GroundState:
     n0 = np.einsum("a,aij->ij", occ, phi * phi)
     energy_nonint = float(occ @ pairs.energies)
     if cfg.n_electrons == 1:
-        result = ci.CIResult(float(pairs.energies[0]), np.diag(occ), n_orb)
+        result = ci.CIResult(float(pairs.energies[0]), np.diag(occ), n_orb, 0.5)
         t2 = t3 = clock()
     else:
         eri = coulomb.coulomb_integrals_ev(phi, cfg)
@@ -106,6 +107,7 @@ def solve(potential_ev: np.ndarray, cfg: PhysicsConfig) -> GroundState:
         n_int=n_int,
         rdm1=result.rdm1,
         n_electrons=cfg.n_electrons,
+        spin=result.spin,
         n_basis=cfg.n_basis,
         n_orbitals=n_orb,
         ci_dim=result.dim,

@@ -33,7 +33,8 @@ def instance_seed(seed: int, k: int) -> int:
 
 
 def compute_instance(k: int, seed: int, cfg: PhysicsConfig, spec: Spec = PAPER) -> dict[str, Any]:
-    """Potential (eV), n0 and n_int (nm⁻²) as float32, energies (eV), seed and family code of instance k."""
+    """Potential (eV), n0 and n_int (nm⁻²) as float32, energies (eV), seed, family code and ground-state spin S
+    of instance k (a solver that misses its tolerance raises: InstanceError, never a wrong density)."""
     s = instance_seed(seed, k)
     try:
         potential, family = random_potential_of(np.random.default_rng(s), cfg, spec)
@@ -43,4 +44,5 @@ def compute_instance(k: int, seed: int, cfg: PhysicsConfig, spec: Spec = PAPER) 
                             f"{type(err).__name__}: {err}") from err
     return {"index": k, "seed": s, "potential": potential.astype(np.float32),
             "n0": state.n0.astype(np.float32), "n_int": state.n_int.astype(np.float32),
-            "energy": state.energy, "energy_nonint": state.energy_nonint, "family": FAMILIES.index(family)}
+            "energy": state.energy, "energy_nonint": state.energy_nonint, "family": FAMILIES.index(family),
+            "spin": state.spin}

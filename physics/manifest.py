@@ -32,6 +32,7 @@ from physics.shards import (
     FAMILY_FIELD,
     FIELDS,
     FORMAT,
+    SPIN_FIELD,
     DatasetError,
     Field,
     ShardHeader,
@@ -105,8 +106,14 @@ class Identity:
 
     @property
     def fields(self) -> dict[str, Field]:
-        """The per-instance fields every shard of this set holds: FIELDS, plus `family` unless `paper`."""
-        return dict(FIELDS) if self.is_paper else {**FIELDS, FAMILY_FIELD: ALL_FIELDS[FAMILY_FIELD]}
+        """The per-instance fields every shard of this set holds: FIELDS, plus `family` unless `paper`, plus
+        `spin` unless N = 2 (so every N = 2 set, the paper's included, keeps exactly its fields)."""
+        fields = dict(FIELDS)
+        if not self.is_paper:
+            fields[FAMILY_FIELD] = ALL_FIELDS[FAMILY_FIELD]
+        if self.physics.n_electrons != 2:
+            fields[SPIN_FIELD] = ALL_FIELDS[SPIN_FIELD]
+        return fields
 
     def to_dict(self) -> dict[str, Any]:
         out = {"format": FORMAT, "physics": self.physics.to_dict(), "seed": self.seed,
@@ -241,13 +248,16 @@ def check_header(header: ShardHeader, identity: Identity, shard: int) -> list[st
                         f"{start}/{stop}")
     grid = identity.physics.grid
     expected = identity.fields
-    problems += [f"{name}: shard has field {field!r}, but a set of potential family 'paper' has none (absent = "
-                 "every instance is paper)" for field in header.shapes if field not in expected]
+    absent = {FAMILY_FIELD: "a set of potential family 'paper' has none (absent = every instance is paper)",
+              SPIN_FIELD: "a set of N = 2 electrons has none (absent = every ground state is a singlet)"}
+    problems += [f"{name}: shard has field {field!r}, but {absent[field]}" for field in header.shapes
+                 if field not in expected]
     for field, spec in expected.items():
         shape = (stop - start, grid, grid) if spec.is_map else (stop - start,)
         if field not in header.shapes:  # required fields were checked by read_header
-            problems.append(f"{name}: shard lacks field {field!r}, expected in a set of potential family "
-                            f"{identity.potential.family!r}")
+            kind = (f"potential family {identity.potential.family!r}" if field == FAMILY_FIELD
+                    else f"N = {identity.physics.n_electrons} electrons")
+            problems.append(f"{name}: shard lacks field {field!r}, expected in a set of {kind}")
             continue
         if header.shapes[field] != shape:
             problems.append(f"{name}: field {field!r} has shape {header.shapes[field]}, "

@@ -28,6 +28,7 @@ __all__ = [
     "FIELDS",
     "FORMAT",
     "OPTIONAL_FIELDS",
+    "SPIN_FIELD",
     "DatasetError",
     "Field",
     "ShardHeader",
@@ -72,10 +73,13 @@ FIELDS: dict[str, Field] = {
 energies float64; `index` is the instance's position k in the set, `seed` its own 64-bit seed (see generate.py)."""
 
 FAMILY_FIELD = "family"
-OPTIONAL_FIELDS: dict[str, Field] = {FAMILY_FIELD: Field("uint8", False, "")}
+SPIN_FIELD = "spin"
+OPTIONAL_FIELDS: dict[str, Field] = {FAMILY_FIELD: Field("uint8", False, ""), SPIN_FIELD: Field("float32", False, "")}
 """Written only where the set's identity asks for them: `family`, each instance's potential family as a code
 into the manifest's family table, in sets of any family but `paper` (absent: every instance is `paper`, so the
-paper's shards keep exactly their fields). Which fields a set must have: `manifest.Identity.fields`."""
+paper's shards keep exactly their fields); `spin`, the total spin S of each ground state (0, ½, 1, …, exact in
+float32; physics.ci), in sets of N ≠ 2 electrons (absent: N = 2, whose ground states are singlets, S = 0, so
+every N = 2 set keeps exactly its fields and hashes). Which fields a set must have: `manifest.Identity.fields`."""
 ALL_FIELDS: dict[str, Field] = {**FIELDS, **OPTIONAL_FIELDS}
 
 _NAME = re.compile(r"^shard-(\d+)-(\d+)\.h5$")

@@ -74,16 +74,16 @@ def test_ground_state_matches_fock_space_construction(n_el):
 def test_direct_ci_agrees_with_two_electron_route():
     eps, eri = physical_integrals(7, seed=9)
     fast = ci.ground_state(eps, eri, 2)
-    direct = ci._ground_state_direct(eps, eri, 2, tol=1e-12)
+    direct = ci.ground_state_direct(eps, eri, 2, tol=1e-12)
     assert direct.energy_ev == pytest.approx(fast.energy_ev, abs=1e-12)
     np.testing.assert_allclose(direct.rdm1, fast.rdm1, atol=1e-10)
 
 
 def test_lanczos_route_matches_dense_route(monkeypatch):
     eps, eri = physical_integrals(8, seed=4)  # N = 3: dim 28·8 = 224 determinants
-    dense = ci.ground_state(eps, eri, 3)
+    dense = ci.ground_state_direct(eps, eri, 3)
     monkeypatch.setattr(ci, "DENSE_DIM", 10)
-    sparse = ci.ground_state(eps, eri, 3)
+    sparse = ci.ground_state_direct(eps, eri, 3)
     assert sparse.energy_ev == pytest.approx(dense.energy_ev, abs=1e-9)
     np.testing.assert_allclose(sparse.rdm1, dense.rdm1, atol=1e-6)
 
