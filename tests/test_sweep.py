@@ -220,3 +220,4 @@ def test_transfer_table_repeats_a_runs_own_test_metrics_on_its_diagonal(tiny_dat
     written = transfer.write(cells, tmp_path / "out")
     assert "| tiny | " in (tmp_path / "out" / "transfer.md").read_text()
     assert written[-1].stat().st_size > 1000
+    assert transfer.read_csv(tmp_path / "out" / "transfer.csv") == cells  # redraw without evaluating again

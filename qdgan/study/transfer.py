@@ -113,7 +113,9 @@ def heatmaps(cells: Sequence[Cell], path: str | Path, metric: str = "r2", floor:
     import matplotlib.pyplot as plt
 
     series = list(dict.fromkeys(c.series for c in cells))
-    fig, axes = plt.subplots(1, len(series), figsize=(1.2 + 0.95 * 7 * len(series), 5.2), squeeze=False)
+    n_rows, n_cols = (len(set(getattr(c, k) for c in cells)) for k in ("trained_on", "tested_on"))
+    fig, axes = plt.subplots(1, len(series), squeeze=False,
+                             figsize=(len(series) * (2.6 + 0.55 * n_cols), 1.8 + 0.38 * n_rows))
     for ax, s in zip(axes[0], series, strict=True):
         rows, cols, grid = _grid(cells, s, metric)
         im = ax.imshow(np.clip(grid, floor, 1.0), cmap="viridis", vmin=floor, vmax=1.0)
@@ -128,6 +130,15 @@ def heatmaps(cells: Sequence[Cell], path: str | Path, metric: str = "r2", floor:
                         color="white" if v < floor + 0.6 * (1 - floor) else "black")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03).set_label(f"test {metric} (clipped at {floor})")
     return save_figure(fig, path)
+
+
+def read_csv(path: str | Path) -> list[Cell]:
+    """The cells of a transfer.csv (to redraw its tables and figure without evaluating again)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    num = lambda v, t: None if v == "" else t(v)  # noqa: E731
+    return [Cell(r["trained_on"], r["series"], r["tested_on"], int(r["n"]), num(r["r2"], float),
+                 num(r["ssim"], float), num(r["charge_error"], float), r["run_dir"]) for r in rows]
 
 
 def write(cells: Sequence[Cell], out: Path) -> list[Path]:
