@@ -35,6 +35,14 @@ PRESETS = {
     "mix": {"cal": ["data/mix_large@val", *(f"data/unseen/{u}@0:100" for u in UNSEEN[:3])],
             "eval": ["data/mix_large@test", *(f"data/{f}@0:100" for f in ["paper", *FAMILIES]),
                      *(f"data/unseen/{u}@100:200" for u in UNSEEN)]},
+    # leave-one-family-out models (study=families): calibrated without any set of the left-out kind, then
+    # scored on 200 instances of the family they never saw (their flags are what protects a user there)
+    "lofo_gates": {"cal": ["@val", *(f"data/unseen/{u}@0:100" for u in ("sparse_wells", "far_double_dot",
+                                                                          "wide_parabolic"))],
+                   "eval": ["@test", "data/gates@0:200"]},
+    "lofo_paper": {"cal": ["@val", *(f"data/unseen/{u}@0:100" for u in ("many_gates", "far_double_dot",
+                                                                         "wide_parabolic"))],
+                   "eval": ["@test", "data/paper@0:200"]},
 }
 
 
@@ -119,12 +127,14 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8, help="MC-dropout passes (0: none; the estimate then costs ~nothing)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--recall", type=float, default=0.98, help="calibration recall target")
-    ap.add_argument("--half", type=int, default=100, help="in-family (and out-of-family) instances of verify=auto")
+    ap.add_argument("--half", type=int, default=100,
+                    help="in-family (and out-of-family) instances of verify=auto; 0: none")
     ap.add_argument("--out", default=str(ROOT / "docs/figures/trust_reliability.png"))
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
     torch.set_num_threads(args.workers)  # the network gets the cores the all-ED baseline gets
-    CAL, EVAL = PRESETS[args.preset]["cal"], PRESETS[args.preset]["eval"]
+    home = str(checkpoint.run_config(args.checkpoint).data.path)  # "@val" / "@test": the run's own data set
+    CAL, EVAL = ([home + s if s.startswith("@") else s for s in PRESETS[args.preset][k]] for k in ("cal", "eval"))
     if not args.no_calibrate:
         sets = [a for s in CAL for a in ("--set", s)]
         calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *sets])
@@ -153,7 +163,8 @@ def main() -> None:
                                                   data["in_family"][data["set"] == s]) for s in EVAL},
         "reliability_bins": reliability(est, data["r2"], Path(args.out)),
     }
-    result["verify_auto"] = verify_auto(args, args.checkpoint, data, args.half)
+    if args.half > 0:
+        result["verify_auto"] = verify_auto(args, args.checkpoint, data, args.half)
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))

@@ -165,3 +165,12 @@ def test_in_family_means_the_same_generator_distribution(tmp_path):
     both = distributions([tmp_path / "paper", tmp_path / "parab"])
     assert distributions(tmp_path / "parab") <= both and home - both
     assert distributions(tmp_path / "missing") is None
+
+
+def test_ed_pool_starts_only_when_something_is_solved():
+    from physics.config import PhysicsConfig
+    from qdgan.apply.ed_batch import Solver
+
+    with Solver(PhysicsConfig(n_basis=10, n_orbitals=4), 1, 10, progress=False) as solver:
+        solver.solve(np.zeros((0, 64, 64)))
+        assert solver._pool is None  # verify=auto with nothing flagged: no worker processes

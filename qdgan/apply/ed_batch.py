@@ -68,7 +68,8 @@ def solve_all(potentials: np.ndarray, cfg: PhysicsConfig, workers: int | None = 
 
 class Solver:
     """One worker pool for the chunks of a run (`with Solver(...) as s: s.solve(chunk)`), so the pool
-    starts once; `wall_seconds` sums pool start, every `solve` and the shutdown (known after the block)."""
+    starts once, at the first non-empty chunk; `wall_seconds` sums pool start, every `solve` and the shutdown
+    (known after the block)."""
 
     def __init__(self, cfg: PhysicsConfig, workers: int | None, n: int, progress: bool | None = None) -> None:
         self.cfg, self.workers, self.wall_seconds, self.solved = cfg, resolve_workers(workers, n), 0.0, 0
@@ -78,16 +79,19 @@ class Solver:
         self._pool: Any = None
 
     def __enter__(self) -> Solver:
+        return self  # the pool starts at the first `solve`: verify=auto with nothing flagged never pays for it
+
+    def _start(self) -> None:
         t0 = time.perf_counter()
         self._context = worker_pool(self.workers, cfg=self.cfg)
         self._pool = self._context.__enter__()
         self.wall_seconds += time.perf_counter() - t0
-        return self
 
     def __exit__(self, *exc: Any) -> None:
         t0 = time.perf_counter()
         try:
-            self._context.__exit__(*exc)
+            if self._pool is not None:
+                self._context.__exit__(*exc)
         finally:
             self._bar.close()
             self.wall_seconds += time.perf_counter() - t0
@@ -100,11 +104,13 @@ class Solver:
     def solve(self, potentials: np.ndarray, labels: list[str] | None = None) -> EDBatch:
         """Ground states of one chunk of potentials, in order; its wall time is that of this call."""
         n = len(potentials)
+        if n and self._pool is None:
+            self._start()
         labels = labels or [f"instance {self.solved + i}" for i in range(n)]
         out = {"n0": np.empty(potentials.shape, np.float32), "n_int": np.empty(potentials.shape, np.float32),
                "energy": np.empty(n), "seconds": np.empty(n)}
         t0 = time.perf_counter()
-        for i, row in enumerate(_results(self._pool, potentials, self.workers, labels)):
+        for i, row in enumerate(_results(self._pool, potentials, self.workers, labels) if n else ()):
             for key in out:
                 out[key][i] = row[key]
             self._bar.update(1)
