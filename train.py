@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from physics.choices import exit_on_bad_choice
 from physics.files import LockError
 from physics.shards import DatasetError
 
@@ -42,4 +44,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    exit_on_bad_choice(Path(__file__).resolve().parent / "conf", "train.py", {"potential": "data.generate.potential"})
     main()

@@ -14,6 +14,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from physics import families
+from physics.choices import exit_on_bad_choice
 from physics.config import ConfigError, PhysicsConfig
 from physics.ed import solve
 from physics.plots import plot_row
@@ -46,4 +47,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_bad_choice(Path(__file__).resolve().parents[1] / "conf", "physics.demo")
     main()

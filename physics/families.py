@@ -172,8 +172,10 @@ class MixSpec:
         bad = [f for f, w in given.items() if isinstance(w, bool) or not isinstance(w, (int, float))
                or not (math.isfinite(w) and w >= 0)]
         if unknown or bad or sum(given.values()) <= 0:
+            got = (f"weights.{unknown[0]} is not a family" if unknown else f"weights.{bad[0]}={given[bad[0]]!r}" if bad
+                   else "every weight is 0")
             raise ConfigError(f"MixSpec.weights={given!r}: expected non-negative finite weights, not all 0, for "
-                              f"families among {list(FAMILIES)}")
+                              f"families among {list(FAMILIES)}; {got}")
         weights = tuple((f, float(given.get(f, 0.0))) for f in FAMILIES)
         specs = {c.family: c for c in self.components}
         if len(specs) != len(self.components) or set(specs) - set(given):
@@ -214,9 +216,12 @@ def from_mapping(values: Mapping[str, Any] | Spec | None, path: str = "potential
         return PAPER
     if isinstance(values, tuple(_CLASSES.values())):
         return values
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"{path}={_plain(values)!r}: expected a family's parameters, a mapping with family: one of "
+                          f"{list(_CLASSES)}")
     data = dict(values)
     name = data.pop("family", None)
-    if name not in _CLASSES:
+    if not isinstance(name, str) or name not in _CLASSES:
         raise ConfigError(f"{path}.family={name!r} is not a potential family; expected one of {list(_CLASSES)}")
     cls = _CLASSES[name]
     known = {f.name for f in dataclasses.fields(cls)}
@@ -230,13 +235,14 @@ def from_mapping(values: Mapping[str, Any] | Spec | None, path: str = "potential
             raise ConfigError(f"{path}.weights={data['weights']!r}: expected a mapping family -> weight")
         data["weights"] = tuple(dict(data["weights"]).items())
     if "components" in data:
-        parts = dict(data["components"] or {})
-        data["components"] = tuple(from_mapping({"family": f, **{k: v for k, v in dict(c or {}).items()
-                                                                 if k != "family"}}, f"{path}.components.{f}")
-                                   for f, c in parts.items())
+        parts = data["components"] or {}
+        if not isinstance(parts, Mapping) or not all(c is None or isinstance(c, Mapping) for c in parts.values()):
+            raise ConfigError(f"{path}.components={_plain(parts)!r}: expected a mapping family -> its parameters")
         for f, c in parts.items():
             if c and dict(c).get("family", f) != f:
                 raise ConfigError(f"{path}.components.{f}.family={dict(c)['family']!r}: expected {f!r}")
+        data["components"] = tuple(from_mapping({**dict(c or {}), "family": f}, f"{path}.components.{f}")
+                                   for f, c in parts.items())
     try:
         return cls(**data)
     except ConfigError as err:

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from physics import families, manifest
+from physics.choices import exit_on_bad_choice
 from physics.config import ConfigError, PhysicsConfig
 from physics.files import LockError, dir_lock, temporary_files
 from physics.instances import InstanceError
@@ -274,4 +275,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    exit_on_bad_choice(Path(__file__).resolve().parents[1] / "conf", "physics.generate")
     main()

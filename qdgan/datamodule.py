@@ -10,7 +10,6 @@ file I/O and no per-sample Python.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from physics.config import PhysicsConfig, describe, diff
-from physics.dataset import open_dataset
+from qdgan import datasets
 from qdgan.scaling import QUANTITIES, DataStats, encode_input, fit_stats, split_indices, to_unit_range
 
 log = logging.getLogger(__name__)
@@ -77,11 +76,12 @@ class TensorBatches:
 
 
 class EDDataModule(L.LightningDataModule):
-    """One mapping `input` ↦ `target` over an ED data set at `path` (generated first if missing)."""
+    """One mapping `input` ↦ `target` over an ED data set at `path` (generated first if missing), or over the
+    concatenation of a list of sets of one physics (`qdgan.datasets`; each generated first on its own)."""
 
     def __init__(
         self,
-        path: str,
+        path: str | list[str],
         input: str,
         target: str,
         physics: Any,
@@ -107,9 +107,11 @@ class EDDataModule(L.LightningDataModule):
                             ("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"data.{name}={value!r}: expected a positive integer")
-        self.path = Path(path)
+        self.paths, self.listed = datasets.as_paths(path), datasets.is_list(path)
+        self.path = self.paths[0]  # the set of a single `path`, the first one of a list
         self.input, self.target = input, target
         self.physics = PhysicsConfig.from_mapping(physics)
+        self.potential = None if generate is None else _family_spec(generate, self.physics)
         self.n_train, self.n_val, self.n_test = n_train, n_val, n_test
         self.split_seed, self.shuffle_seed = split_seed, shuffle_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -127,6 +129,7 @@ class EDDataModule(L.LightningDataModule):
         self.generate_cfg = generate
         self.stats: DataStats | None = None
         self.splits: dict[str, np.ndarray] = {}
+        self.family: dict[str, np.ndarray] = {}  # per split: each instance's family, codes into families.FAMILIES
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._physical: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -135,12 +138,15 @@ class EDDataModule(L.LightningDataModule):
     def prepare_data(self) -> None:
         """Generate the data set through `physics.generate` when `path` holds none, or complete one whose
         generation was interrupted (manifest not finalized) if it was started with this config (else
-        ValueError naming the differences); a finished set is used as it is (rank 0 only)."""
+        ValueError naming the differences); a finished set is used as it is (rank 0 only). A list of sets is
+        read, never generated: a set missing from it is refused with the command that makes it."""
         from physics import manifest
 
+        if self.listed:
+            datasets.require_complete(self.paths, self.physics)
+            return
         path = self.path / manifest.MANIFEST
-        complete = path.exists() and json.loads(path.read_text()).get("shards") is not None
-        if complete:
+        if datasets.complete(self.path):
             return
         if self.generate_cfg is None:
             raise FileNotFoundError(f"data.path={self.path}: no complete data set there and data.generate is "
@@ -162,39 +168,42 @@ class EDDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.stats is not None:
             return
-        ds = open_dataset(self.path)
-        _check_same_physics(ds.config, self.physics, self.path)
-        self._check_same_family(ds.identity.potential)
-        ds.validate()  # checksums, shapes, finiteness, ∫n = N (~0.4 s for 5000 instances): DatasetError names the shard
+        sets = datasets.open_sets([str(p) for p in self.paths] if self.listed else self.path)
+        for k, ds in enumerate(sets.sets):
+            _check_same_physics(ds.config, self.physics, sets.label(k) if self.listed else ds.directory)
+        if not self.listed:
+            self._check_same_family(sets.sets[0].identity.potential)
+        for ds in sets.sets:  # checksums, shapes, finiteness, ∫n = N (~0.4 s per 5000): DatasetError names the shard
+            ds.validate()
         try:
-            self.splits = split_indices(len(ds), self.split_seed, self.n_train, self.n_val, self.n_test)
+            self.splits = split_indices(len(sets), self.split_seed, self.n_train, self.n_val, self.n_test)
         except ValueError as err:
-            raise ValueError(f"data.path={self.path}: {err} (data.n_train, data.n_val, data.n_test)") from None
-        inputs = torch.from_numpy(np.ascontiguousarray(ds[self.input][:], dtype=np.float32))
-        targets = torch.from_numpy(np.ascontiguousarray(ds[self.target][:], dtype=np.float32))
+            raise ValueError(f"data.path={sets.where}: {err} (data.n_train, data.n_val, data.n_test)") from None
+        inputs, targets = torch.from_numpy(sets.read(self.input)), torch.from_numpy(sets.read(self.target))
         train = torch.from_numpy(self.splits["train"])
         try:
             self.stats = fit_stats(inputs[train], targets[train], self.input_log_floor, self.physics.h_nm**2,
                                    self.physics.n_electrons)
         except ValueError as err:
-            raise ValueError(f"data.path={self.path}: {err} ({self.input} ↦ {self.target})") from None
-        s = self.stats
+            raise ValueError(f"data.path={sets.where}: {err} ({self.input} ↦ {self.target})") from None
+        s, family = self.stats, sets.family()
         for split, idx in self.splits.items():
+            self.family[split] = family[idx]
             i = torch.from_numpy(idx)
             x, y = inputs[i], targets[i]
             self._physical[split] = (x, y)
             self._tensors[split] = (encode_input(x, *s.input_code).unsqueeze(1),
                                     to_unit_range(y, s.target_min, s.target_max).unsqueeze(1))
-        log.info("data %s: %s ↦ %s, train/val/test = %d/%d/%d", self.path, self.input, self.target,
+        log.info("data %s: %s ↦ %s, train/val/test = %d/%d/%d", sets.where, self.input, self.target,
                  self.n_train, self.n_val, self.n_test)
 
     def _check_same_family(self, found: Any) -> None:
         """A set of another potential family than data.generate.potential would be trained on silently."""
         from physics import families
 
-        if self.generate_cfg is None:
+        if self.potential is None:
             return
-        wanted = _family_spec(self.generate_cfg)
+        wanted = self.potential
         if differences := diff(families.to_dict(found), families.to_dict(wanted), "potential."):
             raise ValueError(f"data.path={self.path}: holds a data set of another potential family than "
                              f"data.generate.potential ({describe(differences, 'data set', 'config')}); choose the "
@@ -258,15 +267,19 @@ def jitter(x: torch.Tensor, y: torch.Tensor, resize: int, flip: bool) -> tuple[t
     return x, y
 
 
-def _family_spec(generate: Any) -> Any:
-    """The potential family `data.generate` asks for (none given: the paper's)."""
+def _family_spec(generate: Any, physics: PhysicsConfig) -> Any:
+    """The potential family `data.generate` asks for (none given: the paper's); ConfigError naming
+    `data.generate.potential` and the field when it is unknown, out of range or impossible in this box."""
     from physics import families
 
-    potential = None if generate is None else OmegaConf.create(generate).get("potential")
-    return families.from_mapping(None if potential is None else OmegaConf.to_container(potential, resolve=True))
+    potential = OmegaConf.create(generate).get("potential")
+    spec = families.from_mapping(None if potential is None else OmegaConf.to_container(potential, resolve=True),
+                                 "data.generate.potential")
+    families.check(spec, physics, "data.generate.potential")
+    return spec
 
 
-def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path) -> None:
+def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path | str) -> None:
     if differences := diff(found.to_dict(), wanted.to_dict(), "physics."):
         raise ValueError(f"{path}: data set was generated with a different physics config "
                          f"({describe(differences, 'data set', 'config')}); point data.path at another "

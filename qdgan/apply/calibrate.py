@@ -60,12 +60,14 @@ def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int,
     from qdgan.apply.checkpoint import timed_predictions
     from qdgan.apply.inputs import load_inputs
     from qdgan.apply.uncertainty import features
+    from qdgan.datasets import split_selection
 
     hp, mean = model.hparams, model.target_mean.cpu().numpy()
     home = distributions(run_cfg.data.path) if run_cfg is not None and "data" in run_cfg else None
     parts: dict[str, list[Any]] = {}
     for spec in specs:
         path, split, indices = parse_set(spec, evaluate)
+        indices, split = split_selection(run_cfg, path, split, indices)  # a run on a list of sets: its split there
         inputs = load_inputs(path, hp.input_name, split=split, indices=indices, run_config=run_cfg)
         x, y = inputs.read(), inputs.companion(hp.target_name)
         if y is None:

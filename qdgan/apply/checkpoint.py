@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from physics.config import PhysicsConfig, describe, diff
 from qdgan import metrics
 from qdgan.apply.inputs import InputError, Inputs, load_inputs
+from qdgan.datasets import split_selection
 from qdgan.pix2pix import Pix2Pix
 from qdgan.scaling import DENSITIES, QUANTITIES, UNITS
 
@@ -181,7 +182,8 @@ def load_checked_inputs(cfg: DictConfig, model: Pix2Pix, run_cfg: DictConfig | N
     the checkpoint's input quantity, checked against what it was trained on (`chunk` maps at a time):
     errors raise InputError, the returned strings are warnings."""
     trained = trained_on(model)
-    inputs = load_inputs(cfg.input, trained.quantity, indices=plain(cfg.indices), split=cfg.split,
+    indices, split = split_selection(run_cfg, cfg.input, cfg.split, plain(cfg.indices))  # a run on a list of sets
+    inputs = load_inputs(cfg.input, trained.quantity, indices=indices, split=split,
                          run_config=run_cfg, png_range=plain(cfg.png_range), h5_key=cfg.h5_key)
     if inputs.physics is not None:
         problems = physics_mismatch(inputs.physics, trained)

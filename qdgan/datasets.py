@@ -1,0 +1,173 @@
+"""`data.path`: one data-set folder, or a list of them read as one set (numpy + physics only).
+
+A list is read in its order and concatenated; the one split (`scaling.split_indices`) runs over the
+concatenation, so instance i of the second set is row len(first) + i. The sets must share their physics:
+their identities may differ only in the fields of `MAY_DIFFER`; each instance keeps its potential family
+(`Sets.family`). A list is read, never generated: each set is made first by its own physics.generate.
+A single string is exactly one set: same rows, same arrays, same messages as before lists existed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from physics import families
+from physics.config import PhysicsConfig, describe, diff
+from physics.dataset import Dataset, open_dataset
+from physics.manifest import MANIFEST
+from qdgan.scaling import SPLITS, split_indices
+
+__all__ = ["MAY_DIFFER", "Sets", "as_paths", "complete", "differences", "generate_command", "is_list", "open_sets",
+           "require_complete", "split_rows",
+           "split_selection"]
+
+MAY_DIFFER = ("potential",)
+"""Identity fields (dotted prefixes of `physics.*` and `potential.*`) in which the sets of one `data.path` list
+may differ. Only the potential family (with its parameters): every instance stores its own family. A set that
+differs in anything else (grid, box, ε_r, N, the ED basis, ...) is refused, naming the fields. Mixing sets of
+different N, stored per instance, will add "physics.n_electrons" here."""
+
+
+def is_list(value: Any) -> bool:
+    """Whether `data.path` is a list of sets (a plain or OmegaConf list), not one folder."""
+    return isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+
+
+def as_paths(value: Any) -> list[Path]:
+    """`data.path` as folders in order; ValueError (one line) for an empty list, a non-string entry or a
+    folder listed twice."""
+    if not is_list(value):
+        return [Path(value)]
+    entries = list(value)
+    if not entries or not all(isinstance(e, str) and e for e in entries):
+        raise ValueError(f"data.path={entries!r}: expected a data-set folder or a non-empty list of them")
+    seen: dict[Path, int] = {}
+    for k, entry in enumerate(entries):
+        if (first := seen.setdefault(Path(entry).resolve(), k)) != k:
+            raise ValueError(f"data.path[{k}]={entry} repeats data.path[{first}]: a set listed twice would count "
+                             "its instances twice")
+    return [Path(e) for e in entries]
+
+
+def complete(path: Path) -> bool:
+    """Whether `path` holds a finished data set (its manifest lists the shards)."""
+    manifest = path / MANIFEST
+    return manifest.exists() and json.loads(manifest.read_text()).get("shards") is not None
+
+
+def generate_command(path: Path, physics: PhysicsConfig) -> str:
+    """The physics.generate command line that makes a set at `path` with this physics (family and seed to fill)."""
+    changed = [f"physics.{k}={b}" for k, _, b in diff(PhysicsConfig().to_dict(), physics.to_dict())]
+    return " ".join(["python -m physics.generate potential=<family> seed=<its own seed>", f"out_dir={path}",
+                     *changed])
+
+
+def require_complete(paths: Sequence[Path], physics: PhysicsConfig) -> None:
+    """Refuse a listed set that is missing or unfinished (FileNotFoundError, one line with the command that
+    makes it): one `data.generate` block cannot sensibly make several sets of different families."""
+    for k, path in enumerate(paths):
+        if not complete(path):
+            raise FileNotFoundError(f"data.path[{k}]={path}: no complete data set there; the sets of a list are not "
+                                    "generated from data.generate: generate each set first, with its own family and "
+                                    f"seed: {generate_command(path, physics)}")
+
+
+def _identity(ds: Dataset) -> dict[str, Any]:
+    return {"physics": ds.config.to_dict(), "potential": families.to_dict(ds.potential_spec)}
+
+
+def differences(a: Dataset, b: Dataset) -> list[tuple[str, Any, Any]]:
+    """`physics.config.diff` of two sets' identities, less the fields `MAY_DIFFER` allows."""
+    return [d for d in diff(_identity(a), _identity(b))
+            if not any(d[0] == f or d[0].startswith(f"{f}.") for f in MAY_DIFFER)]
+
+
+@dataclass(frozen=True)
+class Sets:
+    """Opened data sets read as one: `len`, concatenated fields, per-instance families, each set's rows."""
+
+    paths: list[Path]
+    sets: list[Dataset]
+    listed: bool  # data.path was a list (messages say data.path[k])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Row of each set's first instance in the concatenation, then the total, (len(sets) + 1,)."""
+        return np.concatenate([[0], np.cumsum([len(ds) for ds in self.sets])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def label(self, k: int) -> str:
+        """How messages name set k: `data.path=DIR` for one set, `data.path[k]=DIR` in a list."""
+        return f"data.path[{k}]={self.paths[k]}" if self.listed else f"data.path={self.paths[k]}"
+
+    @property
+    def where(self) -> str:
+        """`data.path` as messages show it."""
+        return str([str(p) for p in self.paths]) if self.listed else str(self.paths[0])
+
+    def read(self, field: str) -> np.ndarray:
+        """One field of every instance, float32, in concatenation order (one set: its array as it is)."""
+        first = self.sets[0][field][:]
+        if len(self.sets) == 1:
+            return np.ascontiguousarray(first, dtype=np.float32)
+        out = np.empty((len(self), *first.shape[1:]), dtype=np.float32)
+        for ds, a, b in zip(self.sets, self.offsets[:-1], self.offsets[1:], strict=True):
+            out[a:b] = first if ds is self.sets[0] else ds[field][:]
+        return out
+
+    def family(self) -> np.ndarray:
+        """Each instance's potential family, uint8 codes into `physics.families.FAMILIES`, (n,)."""
+        codes = [np.array([families.FAMILIES.index(n) for n in ds.family_names], dtype=np.uint8)[ds.family]
+                 for ds in self.sets]
+        return np.concatenate(codes)
+
+
+def open_sets(value: Any) -> Sets:
+    """Open every set of `data.path` (DatasetError names a bad shard) and refuse, in one line naming both sets
+    and the fields, a set whose identity differs from the first one's outside `MAY_DIFFER`."""
+    paths = as_paths(value)
+    sets = Sets(paths, [open_dataset(p) for p in paths], is_list(value))
+    for k, ds in enumerate(sets.sets[1:], 1):
+        if found := differences(sets.sets[0], ds):
+            raise ValueError(f"data.path: {paths[0]} and {paths[k]} differ in their physics "
+                             f"({describe(found, str(paths[0]), str(paths[k]))}); the sets of one list may differ "
+                             f"only in {', '.join(f'{f}.*' for f in MAY_DIFFER)} (qdgan.datasets.MAY_DIFFER)")
+    return sets
+
+
+def split_rows(data: Mapping[str, Any], path: str | Path, split: str) -> np.ndarray:
+    """The rows of set `path` in split `split` of a run whose `data.path` is a list: the split of the
+    concatenation, as row numbers of that set. ValueError when `path` is not one of the listed sets."""
+    paths = as_paths(data["path"])
+    listed = [p.resolve() for p in paths]
+    if (here := Path(path).resolve()) not in listed:
+        raise ValueError(f"split={split}: the training run split the concatenation of its data sets "
+                         f"{[str(p) for p in paths]} (data.path), and {path} is not one of them; select rows "
+                         "with indices=start:stop")
+    sizes = np.array([len(open_dataset(p)) for p in paths])
+    k = listed.index(here)
+    start, stop = int(sizes[:k].sum()), int(sizes[:k + 1].sum())
+    rows = split_indices(int(sizes.sum()), int(data["split_seed"]), int(data["n_train"]), int(data["n_val"]),
+                         int(data["n_test"]))[split]
+    return rows[(rows >= start) & (rows < stop)] - start
+
+
+def split_selection(run_cfg: Any, source: str | Path, split: str | None, indices: Any) -> tuple[Any, str | None]:
+    """(indices, split) that read split `split` of the input `source` of a checkpoint's run: as given for a run
+    on one set (the set's own split); for a run on a list of sets, that set's rows of the run's split as
+    `indices` (ValueError when the input is not one of the sets or none of its instances is in the split)."""
+    if split not in SPLITS or indices is not None or run_cfg is None or "data" not in run_cfg \
+            or not is_list(run_cfg["data"]["path"]):
+        return indices, split
+    rows = split_rows(run_cfg["data"], source, split)
+    if not rows.size:
+        raise ValueError(f"split={split}: none of the training run's {split} instances is in {source}")
+    return rows.tolist(), None
