@@ -148,3 +148,27 @@ def test_mix_of_sets_lists_the_five_family_sets_and_fits_its_split():
     stored = copy.deepcopy(settings.values)
     stored["data"]["path"][4] = "data/mix"
     assert settings.differences(stored) == [f"data.path: {stored['data']['path']} → {list(d.path)}"]
+
+
+class _Identity(torch.nn.Module):
+    """Stands in for a model in `input_stats`: its input encoding is the identity."""
+
+    hparams = OmegaConf.create({"input_name": "potential"})
+    device = torch.device("cpu")
+
+    def scale_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_trust_input_distances_of_a_list_run_use_every_sets_training_rows(sets, tmp_path):
+    from qdgan.apply.uncertainty import input_stats
+
+    listed = [str(sets["paper"]), str(sets["gates"])]
+    run = OmegaConf.create({"data": {"path": listed, "split_seed": 0, "n_train": 30, "n_val": 5, "n_test": 5}})
+    ckpt = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    stats, note = input_stats(str(ckpt), _Identity(), run)
+    assert stats is not None, note
+    train = split_indices(40, 0, 30, 5, 5)["train"]
+    both = np.concatenate([open_dataset(sets[s])["potential"][:].reshape(20, -1) for s in ("paper", "gates")])
+    assert np.allclose(stats["mean"], both[train].mean(axis=0), atol=1e-5)  # all 30 training rows, both sets

@@ -73,13 +73,24 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
         return stats, f"training-input components from {cache}"
     if run_cfg is None or "data" not in run_cfg:
         return None, f"no input distance: no config.yaml next to {Path(checkpoint).parent} names the training data"
-    try:
-        train = load_inputs(run_cfg.data.path, model.hparams.input_name, split="train", run_config=run_cfg)
+    from qdgan.datasets import as_paths, split_selection
+
+    try:  # the training split of data.path: one set, or each listed set's rows of the run's split
+        sets = []
+        for path in as_paths(run_cfg.data.path):
+            indices, split = split_selection(run_cfg, path, "train", None)
+            sets.append(load_inputs(str(path), model.hparams.input_name, split=split, indices=indices,
+                                    run_config=run_cfg))
     except Exception as err:  # a moved or missing data set: the distance features are then left out
         return None, f"no input distance: training data {run_cfg.data.path} unreadable ({err})"
-    rows = np.sort(np.random.default_rng(0).choice(len(train), min(len(train), 2000), replace=False))
-    enc = np.concatenate([encoded(model, train.read(a, b))[rows[(rows >= a) & (rows < b)] - a]
-                          for a, b in train.chunks(1000)])
+    total = sum(len(t) for t in sets)
+    rows = np.sort(np.random.default_rng(0).choice(total, min(total, 2000), replace=False))
+    enc, offset = [], 0
+    for train in sets:
+        enc += [encoded(model, train.read(a, b))[rows[(rows >= offset + a) & (rows < offset + b)] - offset - a]
+                for a, b in train.chunks(1000)]
+        offset += len(train)
+    enc = np.concatenate(enc)
     stats = trust.fit_input_stats(enc)
     with contextlib.suppress(OSError):  # a read-only run folder: computed again next time
         trust.save_input_stats(cache, stats)
