@@ -1,11 +1,12 @@
 """Convergence of E and n_int with `n_orbitals` and `n_basis` on random paper potentials.
 
     python benchmarks/convergence.py --potentials 5 --out docs/results/convergence.md
+    python benchmarks/convergence.py --electrons 3 --potentials 4 --orbitals 6 8 10 12 16 20 24 30 42 --bases
 
-Reference for each potential: the largest n_orbitals and n_basis of the scan. Reported per setting:
+Reference for each potential: the largest n_orbitals and n_basis of the scan (not listed). Reported per setting:
 mean and max over potentials of |E − E_ref| (meV), the relative L1 density error
 ‖n − n_ref‖₁/‖n_ref‖₁ (= displaced charge / N), the peak error max|n − n_ref|/max n_ref, and the
-median solve time.
+median solve time. `--electrons` sets N; `--bases` with no values skips the n_basis scan.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def scan(cfg: PhysicsConfig, potentials: list[np.ndarray], field: str, values: l
          reference: dict) -> list[dict]:
     rows = []
     refs = [solve(v, dataclasses.replace(cfg, **reference)) for v in potentials]
-    for value in values:
+    for value in (v for v in values if v != reference[field]):  # the reference itself is not solved again
         c = dataclasses.replace(cfg, **{field: value})
         de, l1, peak, times = [], [], [], []
         for v, ref in zip(potentials, refs, strict=True):
@@ -57,19 +58,23 @@ def main() -> None:
     parser.add_argument("--potentials", type=int, default=5)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--orbitals", type=int, nargs="+", default=[6, 8, 10, 12, 16, 20, 24, 30, 36, 42])
-    parser.add_argument("--bases", type=int, nargs="+", default=[16, 20, 24, 28, 32, 36, 40])
+    parser.add_argument("--bases", type=int, nargs="*", default=[16, 20, 24, 28, 32, 36, 40])
+    parser.add_argument("--electrons", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    base = PhysicsConfig()
+    base = PhysicsConfig(n_electrons=args.electrons)
     rng = np.random.default_rng(args.seed)
     potentials = [random_potential(rng, base) for _ in range(args.potentials)]
-    ref_orb, ref_basis = max(args.orbitals), max(args.bases)
+    ref_orb = max(args.orbitals)
     orb_rows = scan(base, potentials, "n_orbitals", args.orbitals, {"n_orbitals": ref_orb})
-    basis_rows = scan(base, potentials, "n_basis", args.bases, {"n_basis": ref_basis})
     text = (f"Potentials: {args.potentials} random paper potentials (seed {args.seed}), N = "
             f"{base.n_electrons}.\n\n### n_orbitals (n_basis = {base.n_basis}; reference n_orbitals = "
-            f"{ref_orb})\n\n{table(orb_rows, 'n_orbitals')}\n### n_basis (n_orbitals = "
-            f"{base.n_orbitals}; reference n_basis = {ref_basis})\n\n{table(basis_rows, 'n_basis')}")
+            f"{ref_orb})\n\n{table(orb_rows, 'n_orbitals')}")
+    if args.bases:
+        ref_basis = max(args.bases)
+        basis_rows = scan(base, potentials, "n_basis", args.bases, {"n_basis": ref_basis})
+        text += (f"\n### n_basis (n_orbitals = {base.n_orbitals}; reference n_basis = {ref_basis})\n\n"
+                 f"{table(basis_rows, 'n_basis')}")
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

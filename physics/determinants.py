@@ -2,7 +2,8 @@
 with BLAS: σ = Hc, the diagonal of H, the spin-summed one-body density matrix and ⟨S²⟩.
 
 A determinant vector C (n_α strings × n_β strings, strings in lexicographic order) is the first-quantized
-amplitude ψ(x_1..x_Nα; y_1..y_Nβ), antisymmetric in the x's and in the y's, at sorted orbitals (`embed`).
+amplitude ψ(x_1..x_Nα; y_1..y_Nβ), antisymmetric in the x's and in the y's, at sorted orbitals
+(`Sector.embedding`).
 On ψ, H = Σ_i ε_i + Σ_{i<j} v_ij with V[(a,b),(a',b')] = (aa'|bb'). By antisymmetry every pair acts like
 the first pair of its kind:
   same spin:      Σ_{i<j∈α} v_ij → H_α C,  H_α the (n_α × n_α) string Hamiltonian, built once per solve;
@@ -20,7 +21,7 @@ from itertools import combinations, permutations
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["Sector", "pair_matrix", "sector", "strings"]
+__all__ = ["Sector", "pair_matrix", "sector", "string_hamiltonian", "strings"]
 
 
 @lru_cache(maxsize=32)
