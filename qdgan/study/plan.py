@@ -7,8 +7,10 @@ line (a command-line key replaces the study's), expanded as Hydra's basic sweepe
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
 from qdgan.train import rundir
@@ -25,6 +28,9 @@ from qdgan.train import rundir
 ROOT = Path(__file__).resolve().parents[2]
 CONF = ROOT / "conf"
 X_SCALES = ("linear", "log", "category")
+# Hydra plugins this project runs with: config group → option → the pyproject extra that installs it
+PLUGINS = {"hydra/launcher": {"joblib": "", "submitit_local": "cluster", "submitit_slurm": "cluster"},
+           "hydra/sweeper": {"optuna": "search"}}
 
 
 @dataclass(frozen=True)
@@ -56,42 +62,76 @@ class Study:
     x_scale: str
     metrics: list[str]
     transfer: dict[str, Any] | None = None  # {"sets": {name: data-set path}, "split": {...}}: study/transfer.py
+    accelerator: str = "cpu"  # trainer.accelerator of the runs
+    launcher: str = ""  # _target_ of Hydra's launcher
 
 
 @dataclass(frozen=True)
 class Command:
-    study: str
+    study: str  # the name of the study (conf/study/) or, with `search`, of the search (conf/search/)
     aggregate_only: bool
     copy_to: Path | None
     overrides: list[str]  # passed on to train.py -m
+    search: bool = False  # search=<name> rather than study=<name>
 
 
 def parse_command_line(argv: Sequence[str]) -> Command:
-    """Split sweep.py's own keys (study, aggregate_only, copy_to) from the overrides meant for train.py."""
+    """Split sweep.py's own keys (study or search, aggregate_only, copy_to) from the overrides meant for
+    train.py."""
     own: dict[str, str] = {}
     rest: list[str] = []
     for arg in argv:
         if arg.startswith("-"):
             raise SystemExit(f"error: {arg}: sweep.py takes key=value arguments only (see python sweep.py --help)")
         key, _, value = arg.partition("=")
-        if key in ("study", "aggregate_only", "copy_to"):
+        if key in ("study", "search", "aggregate_only", "copy_to"):
             own[key] = value
         else:
             rest.append(arg)
-    if not own.get("study"):
-        raise SystemExit(f"error: study=<name> is required; one of {', '.join(available_studies())}")
-    if own["study"] not in available_studies():
-        raise SystemExit(f"error: study={own['study']}: no conf/study/{own['study']}.yaml; "
-                         f"expected one of {', '.join(available_studies())}")
+    kind = "search" if "search" in own else "study"
+    if "study" in own and "search" in own:
+        raise SystemExit("error: study= and search= together: sweep.py runs one study or one search")
+    if not own.get(kind):
+        raise SystemExit(f"error: study=<name> is required (or search=<name>); one of {', '.join(available_studies())}")
+    choices = available_studies() if kind == "study" else available(CONF / "search")
+    if own[kind] not in choices:
+        raise SystemExit(f"error: {kind}={own[kind]}: no conf/{kind}/{own[kind]}.yaml; "
+                         f"expected one of {', '.join(choices)}")
     flag = own.get("aggregate_only", "false").lower()
     if flag not in ("true", "false"):
         raise SystemExit(f"error: aggregate_only={flag}; expected true or false")
     copy_to = Path(own["copy_to"]) if own.get("copy_to") else None
-    return Command(own["study"], flag == "true", copy_to, rest)
+    return Command(own[kind], flag == "true", copy_to, rest, search=kind == "search")
+
+
+def available(folder: Path) -> list[str]:
+    """The configs of a folder of conf/ (its base.yaml is what they share)."""
+    return sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base")
 
 
 def available_studies() -> list[str]:
-    return sorted(p.stem for p in (CONF / "study").glob("*.yaml") if p.stem != "base")
+    return available(CONF / "study")
+
+
+@contextlib.contextmanager
+def compose_errors() -> Iterator[None]:
+    """Hydra's composition errors as one line (SystemExit); a launcher or sweeper plugin that is not installed
+    names the extra that installs it."""
+    try:
+        yield
+    except MissingConfigException as err:
+        if m := re.search(r"'(hydra/(?:launcher|sweeper))/([\w.-]+)'", str(err)):
+            group, option = m.groups()
+            known = PLUGINS[group]
+            if option in known:
+                extra = f"[{known[option]}]" if known[option] else ""
+                hint = f'install it with pip install -e ".{extra}"'
+            else:
+                hint = f"this project runs with {group}=" + "|".join(known) + " (README: extras)"
+            raise SystemExit(f"error: {group}={option}: this Hydra plugin is not installed; {hint}") from None
+        raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
+    except HydraException as err:
+        raise SystemExit(f"error: {str(err).splitlines()[0]}") from None
 
 
 def plan_study(name: str, overrides: Sequence[str]) -> Study:
@@ -102,7 +142,7 @@ def plan_study(name: str, overrides: Sequence[str]) -> Study:
     task = [o for o in parsed if not o.is_hydra_override()]
     fixed = [o.input_line for o in task if not o.is_sweep_override()]
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with compose_errors(), initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         base = compose("train", overrides=[f"study={name}", *hydra_args, *fixed], return_hydra_config=True)
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.params or {}).items()]
         product = parser.parse_overrides([f"study={name}", *params, *[o.input_line for o in task]])
@@ -118,7 +158,8 @@ def plan_study(name: str, overrides: Sequence[str]) -> Study:
         raise SystemExit(f"error: study.x_scale={s.x_scale}; expected one of {', '.join(X_SCALES)}")
     transfer = OmegaConf.to_container(s.transfer, resolve=True) if s.get("transfer") else None
     return Study(name=s.name, sweep_dir=Path(base.hydra.sweep.dir), jobs=jobs, x_label=str(s.x_label),
-                 x_scale=s.x_scale, metrics=list(s.metrics), transfer=transfer)
+                 x_scale=s.x_scale, metrics=list(s.metrics), transfer=transfer,
+                 accelerator=str(base.trainer.get("accelerator", "cpu")), launcher=str(base.hydra.launcher._target_))
 
 
 def expand(overrides: Sequence[Override]) -> list[list[str]]:

@@ -67,11 +67,12 @@ def collect(study: Study) -> list[Row]:
         state, payload = rundir.status(job.run_dir, job.settings)
         finished = state == rundir.FINISHED
         error = payload.get("error", "").splitlines()[0] if not finished and payload.get("error") else ""
-        rows.append(Row(job, state, payload if finished else {}, error, _curve(job.run_dir) if finished else None))
+        rows.append(Row(job, state, payload if finished else {}, error, read_curve(job.run_dir) if finished else None))
     return rows
 
 
-def _curve(run_dir: Path) -> tuple[list[int], list[float]] | None:
+def read_curve(run_dir: Path) -> tuple[list[int], list[float]] | None:
+    """A run's validation R² against generator step (history.json), or None."""
     try:
         val = json.loads((run_dir / "history.json").read_text())["val"]
     except (OSError, ValueError, KeyError):

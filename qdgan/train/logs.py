@@ -1,5 +1,7 @@
 """The loggers of a run (conf/logger/), built so that a resumed run continues the same logs: the CSV log
-in one `metrics.csv`, TensorBoard in one version folder, W&B in the same run (id kept in wandb_id.txt)."""
+in one `metrics.csv`, TensorBoard in one version folder, W&B in the same run (id kept in wandb_id.txt).
+A finished run's W&B run also holds its test panels (images) and final metrics (a table and the run summary),
+so a study's W&B group shows everything its summary.md does, without the network while training."""
 
 from __future__ import annotations
 
@@ -16,6 +18,13 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
 from physics.files import atomic_write_bytes
+from qdgan.train import rundir
+
+# the final metrics of a run as W&B shows them: column → metrics.json key ("mean." for the per-sample means)
+WANDB_TABLE = {"test_r2": "r2", "best_val_r2": "best_val_r2", "l1": "mean.l1", "l2": "mean.l2",
+               "linf": "mean.linf", "unit": "units.l1", "ssim": "mean.ssim", "mssim": "mean.mssim",
+               "charge_error": "mean.charge_error", "generator_steps": "generator_steps",
+               "train_seconds": "train_seconds"}
 
 
 class CSVLogger(LightningCSVLogger):
@@ -94,8 +103,39 @@ def build_loggers(cfg: DictConfig, run_dir: Path, instantiate: Any) -> list[Any]
 
 
 def finish_wandb(loggers: list[Any]) -> None:
-    """Close this run's W&B run: otherwise the next run of a multirun in the same process logs into it."""
-    if any(isinstance(logger, WandbLogger) for logger in loggers):
+    """Close this run's W&B run (otherwise the next run of a multirun in the same process logs into it), after
+    logging the run's results into it when its run dir holds a finished run (`log_results`)."""
+    wandb_loggers = [logger for logger in loggers if isinstance(logger, WandbLogger)]
+    if wandb_loggers:
         import wandb
 
+        if wandb.run is not None:
+            try:
+                log_results(wandb.run, Path(wandb_loggers[0].save_dir))
+            except Exception as err:  # the run has finished (metrics.json): a dashboard extra must not fail it
+                warnings.warn(f"W&B: could not log the run's results: {err}", stacklevel=2)
         wandb.finish()
+
+
+def log_results(run: Any, run_dir: Path) -> None:
+    """The test panels and the run's other figures as W&B images (`test/panels`, `figures/<name>`), its final
+    metrics as a one-row W&B table (`test/metrics`; a group's tables join into the study's) and in the run's summary
+    (`final/<column>`: columns of the group's runs table). L1/L2/L∞ and SSIM are on the test split."""
+    import wandb
+
+    metrics = rundir.read_metrics(run_dir)
+    if metrics is None:
+        return
+    row = {column: _lookup(metrics, key) for column, key in WANDB_TABLE.items()}
+    figures = sorted((run_dir / "figures").glob("*.png"))
+    images = {("test/panels" if p.stem == "panels" else f"figures/{p.stem}"): wandb.Image(str(p)) for p in figures}
+    table = wandb.Table(columns=["run", "mapping", *row], data=[[run.name, metrics.get("mapping"), *row.values()]])
+    run.log({**images, "test/metrics": table})
+    run.summary.update({f"final/{k}": v for k, v in row.items() if v is not None})
+
+
+def _lookup(metrics: dict[str, Any], key: str) -> Any:
+    value: Any = metrics
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
