@@ -5,7 +5,8 @@ of its *training* values; `stats` carries those numbers and the training-set mea
 (for R², eqs. 14–16) to the model, which stores them in its checkpoint.
 Random jitter (resize to `resize`² then random crop back, paper §IV) and optional flips run on whole
 batches after transfer to the device; batches are index gathers from resident tensors — no per-step
-file I/O and no per-sample Python.
+file I/O and no per-sample Python. Data of several N (a list of sets, issue 11) carry each instance's N as a
+second input channel (`scaling.with_electrons`); data of one N have the one channel they always had.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from omegaconf import OmegaConf
 
 from physics.config import PhysicsConfig, describe, diff
 from qdgan import datasets
-from qdgan.scaling import QUANTITIES, DataStats, encode_input, fit_stats, split_indices, to_unit_range
+from qdgan.scaling import QUANTITIES, DataStats, encode_input, fit_stats, to_unit_range, with_electrons
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,8 @@ class EDDataModule(L.LightningDataModule):
         self.stats: DataStats | None = None
         self.splits: dict[str, np.ndarray] = {}
         self.family: dict[str, np.ndarray] = {}  # per split: each instance's family, codes into families.FAMILIES
+        self.n_electrons: dict[str, np.ndarray] = {}  # per split: each instance's N
+        self.electrons: tuple[int, ...] = ()  # the N of the data; several: the model takes N as an input channel
         self._tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._physical: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -169,31 +172,35 @@ class EDDataModule(L.LightningDataModule):
         if self.stats is not None:
             return
         sets = datasets.open_sets([str(p) for p in self.paths] if self.listed else self.path)
+        own = sets.varying()  # fields the listed sets differ in (N, n_orbitals) are each set's own
         for k, ds in enumerate(sets.sets):
-            _check_same_physics(ds.config, self.physics, sets.label(k) if self.listed else ds.directory)
+            _check_same_physics(ds.config, self.physics, sets.label(k) if self.listed else ds.directory, own)
         if not self.listed:
             self._check_same_family(sets.sets[0].identity.potential)
         for ds in sets.sets:  # checksums, shapes, finiteness, ∫n = N (~0.4 s per 5000): DatasetError names the shard
             ds.validate()
         try:
-            self.splits = split_indices(len(sets), self.split_seed, self.n_train, self.n_val, self.n_test)
+            self.splits = sets.split(self.split_seed, self.n_train, self.n_val, self.n_test)
         except ValueError as err:
             raise ValueError(f"data.path={sets.where}: {err} (data.n_train, data.n_val, data.n_test)") from None
         inputs, targets = torch.from_numpy(sets.read(self.input)), torch.from_numpy(sets.read(self.target))
-        train = torch.from_numpy(self.splits["train"])
+        train, electrons = torch.from_numpy(self.splits["train"]), sets.electrons()
+        self.electrons = tuple(int(n) for n in np.unique(electrons))
         try:
             self.stats = fit_stats(inputs[train], targets[train], self.input_log_floor, self.physics.h_nm**2,
-                                   self.physics.n_electrons)
+                                   self.electrons[0] if len(self.electrons) == 1 else 0)
         except ValueError as err:
             raise ValueError(f"data.path={sets.where}: {err} ({self.input} ↦ {self.target})") from None
         s, family = self.stats, sets.family()
         for split, idx in self.splits.items():
-            self.family[split] = family[idx]
+            self.family[split], self.n_electrons[split] = family[idx], electrons[idx]
             i = torch.from_numpy(idx)
             x, y = inputs[i], targets[i]
             self._physical[split] = (x, y)
-            self._tensors[split] = (encode_input(x, *s.input_code).unsqueeze(1),
-                                    to_unit_range(y, s.target_min, s.target_max).unsqueeze(1))
+            x = encode_input(x, *s.input_code).unsqueeze(1)
+            if len(self.electrons) > 1:
+                x = with_electrons(x, torch.from_numpy(electrons[idx]), max(self.electrons))
+            self._tensors[split] = (x, to_unit_range(y, s.target_min, s.target_max).unsqueeze(1))
         log.info("data %s: %s ↦ %s, train/val/test = %d/%d/%d", sets.where, self.input, self.target,
                  self.n_train, self.n_val, self.n_test)
 
@@ -214,7 +221,7 @@ class EDDataModule(L.LightningDataModule):
         return self._physical[split]
 
     def scaled(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Network-scale (input, target) of a split, shape (n, 1, H, W)."""
+        """Network-scale (input, target) of a split, shape (n, C, H, W): C = 1, or 2 with N for data of several N."""
         return self._tensors[split]
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
@@ -279,8 +286,9 @@ def _family_spec(generate: Any, physics: PhysicsConfig) -> Any:
     return spec
 
 
-def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path | str) -> None:
-    if differences := diff(found.to_dict(), wanted.to_dict(), "physics."):
+def _check_same_physics(found: PhysicsConfig, wanted: PhysicsConfig, path: Path | str, own: list[str]) -> None:
+    """A set of other physics than the config's, in any field but the `own` ones (each listed set's N)."""
+    if differences := [d for d in diff(found.to_dict(), wanted.to_dict(), "physics.") if d[0][8:] not in own]:
         raise ValueError(f"{path}: data set was generated with a different physics config "
                          f"({describe(differences, 'data set', 'config')}); point data.path at another "
                          "directory to generate a matching one")

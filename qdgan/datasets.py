@@ -3,8 +3,10 @@
 A list is read in its order and concatenated; the one split (`scaling.split_indices`) runs over the
 concatenation, so instance i of the second set is row len(first) + i. The sets must share their physics:
 their identities may differ only in the fields of `MAY_DIFFER`; each instance keeps its potential family
-(`Sets.family`). A list is read, never generated: each set is made first by its own physics.generate.
-A single string is exactly one set: same rows, same arrays, same messages as before lists existed.
+(`Sets.family`) and its electron count N (`Sets.electrons`). Sets that hold the same potentials row by row (one
+seed, size and potential spec: the N = 1…4 sets of issue 11) are split by potential instead (`split`), so no
+test potential is trained on with another N. A list is read, never generated: each set is made first by its own
+physics.generate. A single string is exactly one set: same rows, same arrays, same messages as before lists existed.
 """
 
 from __future__ import annotations
@@ -23,15 +25,19 @@ from physics.dataset import Dataset, open_dataset
 from physics.manifest import MANIFEST
 from qdgan.scaling import SPLITS, split_indices
 
-__all__ = ["MAY_DIFFER", "Sets", "as_paths", "complete", "differences", "generate_command", "is_list", "open_sets",
-           "require_complete", "split_rows",
+__all__ = ["MAY_DIFFER", "WITH_N", "Sets", "allowed_text", "as_paths", "complete", "differences", "generate_command",
+           "is_list", "open_sets", "physics_of", "require_complete", "split_rows",
            "split_selection"]
 
-MAY_DIFFER = ("potential",)
+MAY_DIFFER = ("potential", "physics.n_electrons", "physics.n_orbitals")
 """Identity fields (dotted prefixes of `physics.*` and `potential.*`) in which the sets of one `data.path` list
-may differ. Only the potential family (with its parameters): every instance stores its own family. A set that
-differs in anything else (grid, box, ε_r, N, the ED basis, ...) is refused, naming the fields. Mixing sets of
-different N, stored per instance, will add "physics.n_electrons" here."""
+may differ: the potential family (with its parameters) and N, which every instance keeps (`Sets.family`,
+`Sets.electrons`); and, between sets of different N only, n_orbitals, the ED basis each N is converged in (16
+orbitals for N ≤ 3, 20 for N = 4 meet one criterion, docs/physics.md "n_orbitals for N = 3 and 4": the targets
+are converged ground states either way). A set that differs in anything else (grid, box, ε_r, ...) is refused,
+naming the fields."""
+WITH_N = ("physics.n_orbitals",)
+"""The fields of `MAY_DIFFER` that may differ only together with N."""
 
 
 def is_list(value: Any) -> bool:
@@ -75,17 +81,27 @@ def require_complete(paths: Sequence[Path], physics: PhysicsConfig) -> None:
         if not complete(path):
             raise FileNotFoundError(f"data.path[{k}]={path}: no complete data set there; the sets of a list are not "
                                     "generated from data.generate: generate each set first, with its own family and "
-                                    f"seed: {generate_command(path, physics)}")
+                                    f"seed (and N): {generate_command(path, physics)}")
 
 
 def _identity(ds: Dataset) -> dict[str, Any]:
     return {"physics": ds.config.to_dict(), "potential": families.to_dict(ds.potential_spec)}
 
 
+def _under(field: str, prefixes: Sequence[str]) -> bool:
+    return any(field == f or field.startswith(f"{f}.") for f in prefixes)
+
+
 def differences(a: Dataset, b: Dataset) -> list[tuple[str, Any, Any]]:
-    """`physics.config.diff` of two sets' identities, less the fields `MAY_DIFFER` allows."""
-    return [d for d in diff(_identity(a), _identity(b))
-            if not any(d[0] == f or d[0].startswith(f"{f}.") for f in MAY_DIFFER)]
+    """`physics.config.diff` of two sets' identities, less the fields `MAY_DIFFER` allows (`WITH_N` only when
+    their N differ)."""
+    allowed = [f for f in MAY_DIFFER if f not in WITH_N or a.config.n_electrons != b.config.n_electrons]
+    return [d for d in diff(_identity(a), _identity(b)) if not _under(d[0], allowed)]
+
+
+def allowed_text() -> str:
+    """`MAY_DIFFER` as messages show it."""
+    return ", ".join(f"{f}.*" if "." not in f else f + (" (with N)" if f in WITH_N else "") for f in MAY_DIFFER)
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,35 @@ class Sets:
                  for ds in self.sets]
         return np.concatenate(codes)
 
+    def electrons(self) -> np.ndarray:
+        """Each instance's electron count N (its set's `physics.n_electrons`), int64, (n,)."""
+        return np.concatenate([np.full(len(ds), ds.config.n_electrons, dtype=np.int64) for ds in self.sets])
+
+    def varying(self) -> list[str]:
+        """The physics fields (dotted, `physics.` less) in which the listed sets differ among themselves."""
+        first = self.sets[0].config.to_dict()
+        return sorted({k for ds in self.sets[1:] for k, _, _ in diff(first, ds.config.to_dict())})
+
+    @property
+    def shared_potentials(self) -> bool:
+        """Whether the listed sets hold the same potentials row by row: several sets of one size, seed and potential
+        spec (instance k's potential depends on these and on the physics fields outside `MAY_DIFFER` only)."""
+        return len(self.sets) > 1 and len({(len(ds), ds.seed, json.dumps(families.to_dict(ds.potential_spec),
+                                                                          sort_keys=True)) for ds in self.sets}) == 1
+
+    def split(self, split_seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, np.ndarray]:
+        """Rows of the concatenation in each split: `scaling.split_indices` over it, or, for sets that share
+        their potentials, that split of one set (n_train/k, n_val/k, n_test/k for k sets) in every set, so each
+        potential is in one split with every N. ValueError when the split does not fit (or does not divide)."""
+        if not self.shared_potentials:
+            return split_indices(len(self), split_seed, n_train, n_val, n_test)
+        k = len(self.sets)
+        if n_train % k or n_val % k or n_test % k:
+            raise ValueError(f"holds {k} sets of the same {len(self.sets[0])} potentials, split by potential: "
+                             f"n_train, n_val, n_test = {n_train}, {n_val}, {n_test} must be multiples of {k}")
+        rows = split_indices(len(self.sets[0]), split_seed, n_train // k, n_val // k, n_test // k)
+        return {s: np.concatenate([r + off for off in self.offsets[:-1]]) for s, r in rows.items()}
+
 
 def open_sets(value: Any) -> Sets:
     """Open every set of `data.path` (DatasetError names a bad shard) and refuse, in one line naming both sets
@@ -139,8 +184,21 @@ def open_sets(value: Any) -> Sets:
         if found := differences(sets.sets[0], ds):
             raise ValueError(f"data.path: {paths[0]} and {paths[k]} differ in their physics "
                              f"({describe(found, str(paths[0]), str(paths[k]))}); the sets of one list may differ "
-                             f"only in {', '.join(f'{f}.*' for f in MAY_DIFFER)} (qdgan.datasets.MAY_DIFFER)")
+                             f"only in {allowed_text()} (qdgan.datasets.MAY_DIFFER)")
     return sets
+
+
+def physics_of(value: Any, n_electrons: int) -> PhysicsConfig | None:
+    """The physics of the set of `data.path` (one set or a list) that holds N = `n_electrons`, from its manifest;
+    None when none does or a manifest cannot be read."""
+    for path in as_paths(value):
+        try:
+            found = PhysicsConfig.from_mapping(json.loads((path / MANIFEST).read_text())["identity"]["physics"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if found.n_electrons == n_electrons:
+            return found
+    return None
 
 
 def split_rows(data: Mapping[str, Any], path: str | Path, split: str) -> np.ndarray:
@@ -152,11 +210,10 @@ def split_rows(data: Mapping[str, Any], path: str | Path, split: str) -> np.ndar
         raise ValueError(f"split={split}: the training run split the concatenation of its data sets "
                          f"{[str(p) for p in paths]} (data.path), and {path} is not one of them; select rows "
                          "with indices=start:stop")
-    sizes = np.array([len(open_dataset(p)) for p in paths])
+    sets = Sets(paths, [open_dataset(p) for p in paths], True)
     k = listed.index(here)
-    start, stop = int(sizes[:k].sum()), int(sizes[:k + 1].sum())
-    rows = split_indices(int(sizes.sum()), int(data["split_seed"]), int(data["n_train"]), int(data["n_val"]),
-                         int(data["n_test"]))[split]
+    start, stop = (int(o) for o in sets.offsets[k:k + 2])
+    rows = sets.split(int(data["split_seed"]), int(data["n_train"]), int(data["n_val"]), int(data["n_test"]))[split]
     return rows[(rows >= start) & (rows < stop)] - start
 
 

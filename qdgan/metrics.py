@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -169,8 +170,10 @@ class R2Score(Metric):
         return 1 - self.ss_res / self.ss_tot
 
 
-def per_sample_errors(pred: Tensor, ref: Tensor, charge: tuple[float, float] | None = None) -> dict[str, Tensor]:
-    """L1, L2, L∞ (eqs. 11–13), SSIM and MSSIM of each sample; with `charge` = (N, h²) also |h²Σñ − N|."""
+def per_sample_errors(pred: Tensor, ref: Tensor,
+                      charge: tuple[Tensor | float, float] | None = None) -> dict[str, Tensor]:
+    """L1, L2, L∞ (eqs. 11–13), SSIM and MSSIM of each sample; with `charge` = (N, h²) also |h²Σñ − N|, N one
+    number or each sample's (B,)."""
     out = {"l1": l1_error(pred, ref), "l2": l2_error(pred, ref), "linf": linf_error(pred, ref),
            "ssim": ssim(pred, ref), "mssim": mssim(pred, ref)}
     if charge is not None:
@@ -179,7 +182,7 @@ def per_sample_errors(pred: Tensor, ref: Tensor, charge: tuple[float, float] | N
 
 
 def summarize(pred: Tensor, ref: Tensor, mean_image: Tensor, unit: str,
-              charge: tuple[float, float] | None = None) -> dict[str, Any]:
+              charge: tuple[Tensor | float, float] | None = None) -> dict[str, Any]:
     """The metrics report of a set of predictions, one dict for every consumer (metrics.json, predict,
     invert): `summary_of` the per-sample errors and the sums of squares of R² (eq. 14, β̄ = `mean_image`).
     Computed in the dtype of the inputs."""
@@ -204,6 +207,28 @@ def summary_of(per: dict[str, Tensor], ss_res: Tensor | float, ss_tot: Tensor | 
     }
 
 
+class Scores:
+    """`summarize` of maps given chunk by chunk (numpy, float64, `step` maps at a time): per-sample errors are
+    concatenated and SS_res, SS_tot summed, so R² is that of the whole set and memory stays bounded."""
+
+    def __init__(self, mean_image: Any, unit: str, step: int = 100) -> None:
+        self.r2 = R2Score(torch.from_numpy(np.asarray(mean_image, dtype=np.float64)))
+        self.r2.set_dtype(torch.float64)
+        self.unit, self.step, self.per = unit, step, {}
+
+    def add(self, pred: Any, ref: Any) -> None:
+        for a in range(0, len(ref), self.step):
+            p, r = (torch.from_numpy(np.asarray(x[a:a + self.step], dtype=np.float64)) for x in (pred, ref))
+            self.r2.update(p, r)
+            for key, value in per_sample_errors(p, r).items():
+                self.per.setdefault(key, []).append(value)
+
+    def summary(self) -> dict[str, Any]:
+        """The dict of `summarize` (n, r2, mean, std, per_sample, units)."""
+        per = {k: torch.cat(v).double() for k, v in self.per.items()}
+        return summary_of(per, self.r2.ss_res, self.r2.ss_tot, self.unit)
+
+
 def report_line(summary: dict[str, Any]) -> str:
     """`summarize`'s numbers on one line: R², L1/L2/L∞ with their unit, SSIM, MSSIM (and |∫ñ − N|)."""
     m, unit = summary["mean"], summary["units"]["l1"]
@@ -215,8 +240,10 @@ def report_line(summary: dict[str, Any]) -> str:
     return line
 
 
-def charge_error(density: Tensor, n_electrons: float, pixel_area: float) -> Tensor:
+def charge_error(density: Tensor, n_electrons: Tensor | float, pixel_area: float) -> Tensor:
     """|h²·Σ ñ − N| per image: the deviation of the generated density's integral from the electron
-    count N, with `pixel_area` = h² in nm² and `density` in nm⁻²."""
+    count N (one number, or each image's (B,)), with `pixel_area` = h² in nm² and `density` in nm⁻²."""
     density = _as_bhw(density, "density")
+    if isinstance(n_electrons, Tensor):
+        n_electrons = n_electrons.to(density.device, density.dtype)
     return (pixel_area * density.sum(dim=(-2, -1)) - n_electrons).abs()

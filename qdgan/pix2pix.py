@@ -5,21 +5,24 @@ Per batch: D on real (α, β) vs fake (α, G(α)) — eq. 9 — then G on the ad
 With two optimizers Lightning's `global_step` counts both steps; `generator_steps` counts batches,
 and train.py turns the config's `max_steps` (generator steps) into Lightning's count.
 Scaling statistics and the training-set mean image live in buffers, so a checkpoint alone maps
-physical inputs to physical outputs.
+physical inputs to physical outputs. Trained on data of several N (issue 11), G and D take N as a second
+input channel (`scaling.with_electrons`) and the hyperparameter `electrons` records those N.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
 from qdgan import metrics
-from qdgan.scaling import DataStats, encode_input, from_unit_range
+from qdgan.scaling import DataStats, electrons_in, encode_input, from_unit_range, with_electrons
 
 GAN_MODES = ("vanilla", "lsgan")
 
@@ -59,6 +62,7 @@ class Pix2Pix(L.LightningModule):
         input_name: str = "",
         target_name: str = "",
         is_density: bool = True,
+        electrons: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if gan_mode not in GAN_MODES:
@@ -69,8 +73,7 @@ class Pix2Pix(L.LightningModule):
             raise ValueError(f"model.lr_decay_start={lr_decay_start}: expected a fraction of max_steps in [0, 1]")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = instantiate(generator_cfg)
-        self.discriminator = instantiate(discriminator_cfg) if adv_weight > 0 else None
+        self._build_networks()
         size = self.generator.image_size
         # Data statistics (physical units), filled from the data module in setup(); saved in checkpoints.
         self.register_buffer("scale", torch.zeros(4, dtype=torch.float64))  # in_min, in_max, tg_min, tg_max
@@ -78,13 +81,50 @@ class Pix2Pix(L.LightningModule):
         self.register_buffer("physics", torch.zeros(2, dtype=torch.float64))  # pixel area nm², N
         self.register_buffer("input_code", torch.zeros(3, dtype=torch.float64))  # encode_input: log offset, lo, hi
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
         self._val: dict[str, Any] = {}  # per-epoch accumulators (plain dict: not submodules)
+
+    def _build_networks(self) -> None:
+        """G and D from their configs, with one more input channel, N, for a model of several N (`electrons`)."""
+        hp = self.hparams
+        more = {"in_channels": hp.generator_cfg.get("in_channels", 1) + 1} if self.conditioned else {}
+        self.generator = instantiate(hp.generator_cfg, **more)
+        more = {"in_channels": hp.discriminator_cfg.get("in_channels", 2) + 1} if self.conditioned else {}
+        self.discriminator = instantiate(hp.discriminator_cfg, **more) if hp.adv_weight > 0 else None
+        if hp.channels_last:
+            self.to(memory_format=torch.channels_last)
         # torch.compile'd callables live outside the module tree, so state_dict keys stay unchanged.
         self._nets: dict[str, Any] = {"g": self.generator, "d": self.discriminator}
-        if compile:
+        if hp.compile:
             self._nets = {k: torch.compile(v) if v is not None else None for k, v in self._nets.items()}
+
+    @property
+    def conditioned(self) -> bool:
+        """Whether N is an input (the model was trained on several N)."""
+        return bool(self.hparams.get("electrons"))
+
+    @property
+    def electrons(self) -> tuple[int, ...]:
+        """The N the model was trained on: those of its `electrons` hyperparameter, else the one of its data."""
+        return tuple(self.hparams.get("electrons") or (round(float(self.physics[1])),))
+
+    def condition_on(self, electrons: Sequence[int]) -> None:
+        """Data of several N: take N as an input channel (G and D built anew, before any training step, with one
+        more input channel) and record those N in the hyperparameters, so checkpoints load as such a model."""
+        electrons = [int(n) for n in electrons]
+        if len(electrons) < 2 or list(self.electrons) == electrons:
+            return
+        if self.conditioned:
+            raise ValueError(f"data of N = {', '.join(map(str, electrons))}, but the model was trained on N = "
+                             f"{', '.join(map(str, self.electrons))}; train a new model")
+        self.hparams.electrons = electrons
+        self._build_networks()
+
+    def check_electrons(self, n_electrons: Any, name: str = "N") -> None:
+        """ValueError (one line, both values) when an N is not one the model was trained on."""
+        wrong = sorted({int(n) for n in np.atleast_1d(np.asarray(n_electrons))} - set(self.electrons))
+        if wrong:
+            raise ValueError(f"{name}={', '.join(map(str, wrong))}: the model was trained on N = "
+                             f"{', '.join(map(str, self.electrons))} {'only' if self.conditioned else '(one N)'}")
 
     # --- data statistics -------------------------------------------------------------------------
 
@@ -104,6 +144,7 @@ class Pix2Pix(L.LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is not None and getattr(dm, "stats", None) is not None:
+            self.condition_on(getattr(dm, "electrons", ()))
             self.set_data_stats(dm.stats)
 
     @property
@@ -120,14 +161,25 @@ class Pix2Pix(L.LightningModule):
 
     # --- forward ---------------------------------------------------------------------------------
 
+    def network_input(self, x: Tensor, n_electrons: Tensor | float | None = None) -> Tensor:
+        """Physical inputs (B, H, W) → network inputs (B, C, H, W): the scaled map, and for a model of several N
+        its N (one for all, or each instance's) as a second channel (ValueError when none is given)."""
+        x = self.scale_input(x).unsqueeze(1)
+        if not self.conditioned:
+            return x
+        if n_electrons is None:
+            raise ValueError(f"the model takes N as an input (trained on N = {', '.join(map(str, self.electrons))}): "
+                             "give the inputs' N")
+        return with_electrons(x, n_electrons, max(self.electrons))
+
     def forward(self, x: Tensor) -> Tensor:
-        """G(α) on scaled inputs (B, 1, H, W) → scaled outputs in [−1, 1]."""
+        """G(α) on scaled inputs (B, C, H, W) → scaled outputs in [−1, 1]."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self._nets["g"](x)
 
     def physical_prediction(self, x: Tensor) -> Tensor:
-        """Scaled inputs (B, 1, H, W) → predictions (B, H, W) in physical units, as evaluated: dropout
+        """Scaled inputs (B, C, H, W) → predictions (B, H, W) in physical units, as evaluated: dropout
         (the noise γ) stays on only with `eval_dropout`, as the TF pix2pix does at test time."""
         if self.hparams.eval_dropout:
             for m in self.generator.modules():
@@ -136,20 +188,28 @@ class Pix2Pix(L.LightningModule):
         return self.unscale_target(self(x)).squeeze(1)
 
     @torch.no_grad()
-    def predict_maps(self, inputs: Tensor, batch_size: int = 100) -> Tensor:
+    def predict_maps(self, inputs: Tensor, batch_size: int = 100, n_electrons: Tensor | float | None = None) -> Tensor:
         """Physical inputs (n, H, W) → physical predictions (n, H, W) on the CPU, in eval mode, in batches
-        on the model's device: the one path from a map to a prediction (test, predict, invert)."""
+        on the model's device: the one path from a map to a prediction (test, predict, invert). A model of
+        several N takes `n_electrons`, one N or each input's (n,)."""
         self.eval()
-        outs = []
+        outs, n = [], None if n_electrons is None else torch.as_tensor(n_electrons, dtype=torch.float32)
         for i in range(0, len(inputs), batch_size):
-            x = self.scale_input(inputs[i : i + batch_size].to(self.device)).unsqueeze(1)
+            part = n if n is None or n.dim() == 0 else n[i : i + batch_size].to(self.device)
+            x = self.network_input(inputs[i : i + batch_size].to(self.device), part)
             outs.append(self.physical_prediction(x).cpu())
         return torch.cat(outs) if outs else inputs.new_zeros((0, *inputs.shape[1:]))
 
     @property
     def charge(self) -> tuple[float, float] | None:
-        """(N, h²) for the charge error of density mappings; None for potentials."""
+        """(N, h²) for the charge error of density mappings of a one-N model; None for potentials."""
         return (float(self.physics[1]), float(self.physics[0])) if self.hparams.is_density else None
+
+    def charge_of(self, x: Tensor) -> tuple[Tensor | float, float] | None:
+        """`charge` for a batch of network inputs (B, C, H, W): a model of several N reads each one's N from x."""
+        if not (self.conditioned and self.hparams.is_density):
+            return self.charge
+        return electrons_in(x, max(self.electrons)), float(self.physics[0])
 
     # --- training --------------------------------------------------------------------------------
 
@@ -227,7 +287,7 @@ class Pix2Pix(L.LightningModule):
         x, y = batch
         pred, ref = self.physical_prediction(x), self.unscale_target(y).squeeze(1)
         self._val["r2"].update(pred, ref)
-        for k, v in metrics.per_sample_errors(pred, ref, self.charge).items():
+        for k, v in metrics.per_sample_errors(pred, ref, self.charge_of(x)).items():
             self._val["sums"].setdefault(k, []).append(v)
 
     def on_validation_epoch_end(self) -> None:

@@ -6,6 +6,7 @@ Quantities and units come from the one table of the data-set format, `physics.sh
 Split (paper §IV: 4800/100/100): one permutation of the data set fixed by `split_seed`; test takes
 the first `n_test` indices, validation the next `n_val`, training the next `n_train`, so lowering
 `n_train` (training-size study) never changes validation or test.
+One model for several N (issue 11) takes N as a second input channel, `with_electrons`.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class DataStats:
     target_max: float
     target_mean: torch.Tensor  # (H, W) β̄ of the training set (R², eqs. 14–16)
     pixel_area: float  # h², nm²
-    n_electrons: int
+    n_electrons: int  # N; 0 when the training data mix several N (each instance has its own)
     input_code: tuple[float, float, float] = (0.0, 0.0, 0.0)  # (log offset, lo, hi) of `encode_input`
 
 
@@ -64,6 +65,21 @@ def encode_input(x: torch.Tensor, log_offset: float, lo: float, hi: float) -> to
     if log_offset > 0:
         x = (x.clamp(min=0) + log_offset).log()
     return to_unit_range(x, lo, hi)
+
+
+def with_electrons(x: torch.Tensor, n_electrons: torch.Tensor | float, n_max: int) -> torch.Tensor:
+    """Scaled inputs (B, 1, H, W) and each instance's N → (B, 2, H, W), the second channel the constant map
+    N/N_max (N_max: the largest N trained on): one ordered number, so the network can share what N = 2 and 3
+    have in common, where a one-hot code would give each N its own channel."""
+    n = n_electrons.to(x) if hasattr(n_electrons, "dim") else x.new_tensor(float(n_electrons))
+    out = x.new_empty((len(x), 2, *x.shape[2:]))
+    out[:, :1], out[:, 1:] = x, n.reshape(-1, 1, 1, 1) / n_max
+    return out
+
+
+def electrons_in(x: torch.Tensor, n_max: int) -> torch.Tensor:
+    """Each instance's N (B,) float, read back from the channel `with_electrons` added."""
+    return (x[:, 1].mean(dim=(-2, -1)) * n_max).round()
 
 
 def to_unit_range(x: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -8,6 +8,7 @@ the split and the full physics configuration when present.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from physics.config import PhysicsConfig, describe, diff
 from qdgan import metrics
 from qdgan.apply.inputs import InputError, Inputs, load_inputs
-from qdgan.datasets import split_selection
+from qdgan.datasets import physics_of, split_selection
 from qdgan.pix2pix import Pix2Pix
 from qdgan.scaling import DENSITIES, QUANTITIES, UNITS
 
@@ -33,14 +34,15 @@ _POTENTIAL_LIKE = 10.0  # a density input with h²·Σ off N by more than 10·N 
 
 @dataclass(frozen=True)
 class TrainedOn:
-    """What a checkpoint was trained on: input quantity, image size, training input range, h², N."""
+    """What a checkpoint was trained on: input quantity, image size, training input range, h², N, every N."""
 
     quantity: str
     image_size: int
     lo: float  # training-set minimum of the input quantity (physical unit)
     hi: float  # training-set maximum
     pixel_area: float  # h², nm²
-    n_electrons: float
+    n_electrons: float  # after `load_checked_inputs`: the inputs' N (`electrons_for`)
+    electrons: tuple[int, ...] = ()  # several: a model that takes N as an input channel
 
 
 def pick_device(device: str) -> torch.device:
@@ -82,7 +84,23 @@ def trained_on(model: Pix2Pix) -> TrainedOn:
     """The input quantity, image size, training input range, h² and N of a checkpoint."""
     s = model.scale.tolist()
     return TrainedOn(model.hparams.input_name, int(model.generator.image_size), s[0], s[1],
-                     float(model.physics[0]), float(model.physics[1]))
+                     float(model.physics[0]), float(model.physics[1]), model.electrons)
+
+
+def electrons_for(requested: Any, model: Pix2Pix, inputs: Inputs) -> int:
+    """The inputs' N: `n_electrons=`, else a data-set input's own, else a one-N model's. One-line errors naming both
+    values for an N the model was not trained on or the data set contradicts; none for a model of several N."""
+    own = None if inputs.physics is None else inputs.physics.n_electrons
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise InputError(f"n_electrons={requested!r}: expected a positive integer (the inputs' electron count N)")
+    if None not in (requested, own) and requested != own:
+        raise InputError(f"n_electrons={requested}, but input={inputs.source} is a data set of N = {own}")
+    if (n := own if requested is None else requested) is None and model.conditioned:
+        raise InputError(f"n_electrons=<N> is required: the checkpoint takes N as an input (trained on N = "
+                         f"{', '.join(map(str, model.electrons))}), and input={inputs.source} does not say its N")
+    model.check_electrons(n := model.electrons[0] if n is None else n,  # ValueError: one line, as InputError
+                          "n_electrons" if requested is not None else f"input={inputs.source}: N")
+    return n
 
 
 def mapping_text(model: Pix2Pix) -> str:
@@ -101,11 +119,13 @@ def run_config(checkpoint: str | Path) -> DictConfig | None:
     return OmegaConf.load(path) if path.is_file() else None
 
 
-def training_physics(run_cfg: DictConfig | None) -> PhysicsConfig | None:
-    """The PhysicsConfig of the training data, from the run's config.yaml when it has one."""
+def training_physics(run_cfg: DictConfig | None, n_electrons: int | None = None) -> PhysicsConfig | None:
+    """The PhysicsConfig of the training data, from the run's config.yaml when it has one; with `n_electrons`,
+    that of the run's listed data set of this N (None when none can be read)."""
     if run_cfg is None or "physics" not in run_cfg:
         return None
-    return PhysicsConfig.from_mapping(run_cfg.physics)
+    return PhysicsConfig.from_mapping(run_cfg.physics) if n_electrons is None else physics_of(run_cfg.data.path,
+                                                                                              n_electrons)
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -114,56 +134,36 @@ def check_batch_size(batch_size: Any) -> int:
     return batch_size
 
 
-def warm_up(model: Pix2Pix, values: np.ndarray, n: int, batch_size: int, warmup: int = 2) -> None:
+def warm_up(model: Pix2Pix, values: np.ndarray, n: int, batch_size: int, warmup: int = 2,
+            n_electrons: Any = None) -> None:
     """Run each batch shape of an n-instance run `warmup` times on the first `values` before the clock
     starts: the first passes of a shape build kernels (oneDNN, cuDNN) and allocate."""
     x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     for size in {min(batch_size, n), n % batch_size} - {0}:
         for _ in range(warmup):
-            model.predict_maps(x[:size], batch_size)
+            model.predict_maps(x[:size], batch_size, n_electrons)
 
 
-def timed(model: Pix2Pix, values: np.ndarray, batch_size: int) -> tuple[np.ndarray, float]:
-    """Physical inputs (n, H, W) → physical predictions (n, H, W) float32, and the seconds the forward
-    passes took (scaling and host↔device copies included)."""
+def timed(model: Pix2Pix, values: np.ndarray, batch_size: int, n_electrons: Any = None) -> tuple[np.ndarray, float]:
+    """Physical inputs (n, H, W) of N = `n_electrons` (needed by a model of several N) → physical predictions
+    (n, H, W) float32, and the seconds the forward passes took (scaling and host↔device copies included)."""
     x = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     t0 = time.perf_counter()
-    pred = model.predict_maps(x, batch_size)  # returns on the CPU, so the clock includes the device sync
+    pred = model.predict_maps(x, batch_size, n_electrons)  # returns on the CPU: the clock includes the device sync
     return pred.numpy(), time.perf_counter() - t0
 
 
-def timed_predictions(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 2) -> tuple[np.ndarray, float]:
+def timed_predictions(model: Pix2Pix, values: np.ndarray, batch_size: int, warmup: int = 2,
+                      n_electrons: float | None = None) -> tuple[np.ndarray, float]:
     """`timed` after `warm_up`, for a batch held in memory at once."""
-    warm_up(model, values, len(values), check_batch_size(batch_size), warmup)
-    return timed(model, values, batch_size)
+    warm_up(model, values, len(values), check_batch_size(batch_size), warmup, n_electrons)
+    return timed(model, values, batch_size, n_electrons)
 
 
 def compare(pred: np.ndarray, ref: np.ndarray, mean_image: np.ndarray, quantity: str) -> dict[str, Any]:
     """`metrics.summarize` of generated maps against known ones, in float64."""
     as64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (pred, ref, mean_image))
     return metrics.summarize(*as64, UNITS[quantity])
-
-
-class Scores:
-    """`compare` accumulated chunk by chunk (float64, `step` maps at a time): per-sample errors are
-    concatenated and SS_res, SS_tot summed, so R² is that of the whole set and memory stays bounded."""
-
-    def __init__(self, mean_image: np.ndarray, quantity: str, step: int = 100) -> None:
-        self.r2 = metrics.R2Score(torch.from_numpy(np.asarray(mean_image, dtype=np.float64)))
-        self.r2.set_dtype(torch.float64)
-        self.unit, self.step, self.per = UNITS[quantity], step, {}
-
-    def add(self, pred: np.ndarray, ref: np.ndarray) -> None:
-        for a in range(0, len(ref), self.step):
-            p, r = (torch.from_numpy(np.asarray(x[a:a + self.step], dtype=np.float64)) for x in (pred, ref))
-            self.r2.update(p, r)
-            for key, value in metrics.per_sample_errors(p, r).items():
-                self.per.setdefault(key, []).append(value)
-
-    def summary(self) -> dict[str, Any]:
-        """The dict of `metrics.summarize` (n, r2, mean, std, per_sample, units)."""
-        per = {k: torch.cat(v).double() for k, v in self.per.items()}
-        return metrics.summary_of(per, self.r2.ss_res, self.r2.ss_tot, self.unit)
 
 
 def charge(values: np.ndarray, pixel_area: float) -> np.ndarray:
@@ -177,10 +177,10 @@ def plain(value: Any) -> Any:
 
 
 def load_checked_inputs(cfg: DictConfig, model: Pix2Pix, run_cfg: DictConfig | None,
-                        chunk: int = CHUNK) -> tuple[Inputs, list[str]]:
-    """The input maps of an inference config (`input`, `indices`, `split`, `png_range`, `h5_key`) for
-    the checkpoint's input quantity, checked against what it was trained on (`chunk` maps at a time):
-    errors raise InputError, the returned strings are warnings."""
+                        chunk: int = CHUNK) -> tuple[Inputs, list[str], int]:
+    """The input maps of an inference config (`input`, `indices`, `split`, `png_range`, `h5_key`, `n_electrons`)
+    for the checkpoint's input quantity, checked against what it was trained on (`chunk` maps at a time):
+    errors raise InputError; returns the inputs, warnings and their N (`electrons_for`)."""
     trained = trained_on(model)
     indices, split = split_selection(run_cfg, cfg.input, cfg.split, plain(cfg.indices))  # a run on a list of sets
     inputs = load_inputs(cfg.input, trained.quantity, indices=indices, split=split,
@@ -190,17 +190,20 @@ def load_checked_inputs(cfg: DictConfig, model: Pix2Pix, run_cfg: DictConfig | N
         if problems:
             raise InputError(f"input={cfg.input}: the data set's physics does not match the checkpoint: "
                              + "; ".join(problems))
-    return inputs, check_inputs(inputs, trained, cfg.checks.range_tolerance, cfg.checks.charge_tolerance, chunk)
+    n = electrons_for(cfg.get("n_electrons"), model, inputs)
+    trained = dataclasses.replace(trained, n_electrons=float(n))
+    return inputs, check_inputs(inputs, trained, cfg.checks.range_tolerance, cfg.checks.charge_tolerance, chunk), n
 
 
-def ed_physics(physics_cfg: Any, inputs: Inputs, model: Pix2Pix,
-               run_cfg: DictConfig | None) -> tuple[PhysicsConfig, str, list[str]]:
+def ed_physics(physics_cfg: Any, inputs: Inputs, model: Pix2Pix, run_cfg: DictConfig | None,
+               n_electrons: int | None = None) -> tuple[PhysicsConfig, str, list[str]]:
     """The PhysicsConfig to solve by ED, a sentence saying where it came from, and warnings.
 
     A data-set input carries the configuration it was generated with, and that one is used (the
     physics.* group is not); otherwise the composed physics group, which must match the
-    checkpoint's grid, h² and N (InputError naming the fields). Differences from the training run's
-    physics (its config.yaml) are warned about: ED would then answer a different question.
+    checkpoint's grid, h² and N (InputError naming the fields), with N = `n_electrons` for a model of several
+    N. Differences from the training run's physics (its config.yaml; for a run on sets of several N, the set
+    of this N) are warned about: ED would then answer a different question.
     """
     if inputs.physics is not None:
         cfg = inputs.physics
@@ -210,12 +213,14 @@ def ed_physics(physics_cfg: Any, inputs: Inputs, model: Pix2Pix,
                        "is not used")
     else:
         cfg, source = PhysicsConfig.from_mapping(physics_cfg), "the physics config group (physics.*)"
+        if model.conditioned and n_electrons is not None:  # ConfigError names N and n_orbitals if they clash
+            cfg, source = dataclasses.replace(cfg, n_electrons=n_electrons), source + f" with N = {n_electrons}"
         problems = physics_mismatch(cfg, trained_on(model))
         if problems:
             raise InputError("the physics config does not match the checkpoint: " + "; ".join(problems)
                              + " (set physics.* to the training data's values)")
     warnings = []
-    trained = training_physics(run_cfg)
+    trained = training_physics(run_cfg, cfg.n_electrons if model.conditioned else None)
     if trained is not None:
         if differences := diff(trained.to_dict(), cfg.to_dict(), "physics."):
             warnings.append("ED physics differs from the training data's (run config.yaml): "
@@ -290,6 +295,6 @@ def physics_mismatch(cfg: PhysicsConfig, trained: TrainedOn) -> list[str]:
     if not np.isclose(cfg.h_nm**2, trained.pixel_area, rtol=1e-6, atol=0):
         problems.append(f"physics.length_nm={cfg.length_nm} and grid={cfg.grid} give h² = {cfg.h_nm**2:.6g} nm², "
                         f"the checkpoint was trained with h² = {trained.pixel_area:.6g} nm²")
-    if cfg.n_electrons != round(trained.n_electrons):
-        problems.append(f"physics.n_electrons={cfg.n_electrons} vs the checkpoint's N = {trained.n_electrons:g}")
+    if cfg.n_electrons not in (known := trained.electrons or (round(trained.n_electrons),)):
+        problems.append(f"physics.n_electrons={cfg.n_electrons} vs the checkpoint's N = {', '.join(map(str, known))}")
     return problems

@@ -87,8 +87,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     density = model.hparams.input_name
     run_cfg = checkpoint.run_config(cfg.checkpoint)
     state = prepare(cfg.trust, cfg.checkpoint, model, run_cfg)
-    inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg)
-    physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg)
+    inputs, warnings, n_el = checkpoint.load_checked_inputs(cfg, model, run_cfg)
+    physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg, n_el)
     warnings += more
     if cfg.reference:
         known = read_reference(cfg.reference, "potential", len(inputs), inputs.rows)
@@ -100,8 +100,8 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         log.warning(w)
 
     values = inputs.read()  # ED of every Ṽ dominates the time; invert holds its set in memory
-    raw, seconds = checkpoint.timed_predictions(model, values, cfg.batch_size)
-    est = assess_chunk(state, model, values, raw, cfg.batch_size) if state else None
+    raw, seconds = checkpoint.timed_predictions(model, values, cfg.batch_size, n_electrons=n_el)
+    est = assess_chunk(state, model, values, raw, cfg.batch_size, n_el) if state else None
     generated = project(raw, cfg.projection, physics.v_well_ev, physics.v_step_ev)
     ed = solve_all(generated, physics, cfg.ed.workers, cfg.ed.progress, inputs.labels)
     recomputed = ed.n_int if density == "n_int" else ed.n0
@@ -109,6 +109,7 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
     result: dict[str, Any] = {
         "mapping": model.hparams.mapping, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input),
         "n": len(inputs), "labels": inputs.labels, "rows": inputs.rows.tolist(), "projection": cfg.projection,
+        "n_electrons": n_el,
         "physics": physics.to_dict(), "physics_source": source,
         "density": checkpoint.compare(recomputed, values, values.mean(axis=0), density),
         "potential": None, "energy": None,

@@ -71,10 +71,10 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     if mode == "auto" and not cfg.trust.enabled:
         raise InputError("verify=auto re-solves the instances the trust estimate flags; it needs trust.enabled=true")
     state = prepare(cfg.trust, cfg.checkpoint, model, run_cfg)
-    inputs, warnings = checkpoint.load_checked_inputs(cfg, model, run_cfg, chunk)
+    inputs, warnings, n_el = checkpoint.load_checked_inputs(cfg, model, run_cfg, chunk)
     physics = source = None
     if mode:
-        physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg)
+        physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg, n_el)
         warnings += more
     for w in warnings:
         log.warning(w)
@@ -83,7 +83,8 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     report: dict[str, Any] = {
         "mapping": hp.mapping, "input_name": hp.input_name, "target_name": target,
         "checkpoint": str(cfg.checkpoint), "input": str(cfg.input), "n": n, "labels": inputs.labels,
-        "rows": inputs.rows.tolist(), "speed": None, "warnings": warnings, "verify": None, "trust": None,
+        "rows": inputs.rows.tolist(), "n_electrons": n_el, "speed": None, "warnings": warnings, "verify": None,
+        "trust": None,
     }
     fields = {hp.input_name: (inputs.shape, np.float32), target: (inputs.shape, np.float32), "index": ((), np.int64)}
     if state:
@@ -94,7 +95,7 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     attrs = {"mapping": hp.mapping, "predicted": target, "checkpoint": str(cfg.checkpoint), "input": str(cfg.input)}
     with Staging() as stage:
         with ArrayWriter(stage, outputs, target, n, fields, units, attrs, inputs.single) as writer:
-            shown = stream(cfg, model, inputs, chunk, writer, physics, report, state, mode)
+            shown = stream(cfg, model, inputs, chunk, writer, physics, report, state, mode, n_el)
         if panels:
             draw_panels(model, shown, inputs.labels, stage.path(panels))
         if mode is True:
@@ -109,15 +110,18 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
 
 
 def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: ArrayWriter, physics: Any,
-           report: dict[str, Any], state: dict[str, Any] | None = None, mode: bool | str = False) -> dict[str, Any]:
-    """Read, predict, estimate trust, (solve by ED: all with verify=true, the flagged with verify=auto,)
-    write `chunk` maps at a time; fill the report's speed, charge, trust and verify entries; return the
-    first `n_panels` inputs, predictions (and references)."""
+           report: dict[str, Any], state: dict[str, Any] | None = None, mode: bool | str = False,
+           n_el: int | None = None) -> dict[str, Any]:
+    """Read, predict (inputs of N = `n_el`), estimate trust, (solve by ED: all with verify=true, the flagged with
+    verify=auto,) write `chunk` maps at a time; fill the report's speed, charge, trust and verify entries; return
+    the first `n_panels` inputs, predictions (and references)."""
     from qdgan.apply import checkpoint
     from qdgan.apply.uncertainty import assess_chunk
+    from qdgan.metrics import Scores
 
     hp, n, bs = model.hparams, len(inputs), cfg.batch_size
-    scores = checkpoint.Scores(model.target_mean.cpu().numpy(), hp.target_name, bs) if mode is True else None
+    scores = Scores(model.target_mean.cpu().numpy(), UNITS[hp.target_name], bs) if mode is True else None
+    n_el = model.electrons[0] if n_el is None else n_el
     charges, seconds, shown = [], 0.0, {"x": [], "pred": [], "ref": []}
     trusted: dict[str, list[Any]] = {"estimated_r2": [], "flagged": [], "from_ed": []}
     trust_seconds = 0.0
@@ -126,15 +130,15 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
         for a, b in inputs.chunks(chunk):
             x = inputs.read(a, b)
             if a == 0:
-                checkpoint.warm_up(model, x, n, bs)
-            pred, t = checkpoint.timed(model, x, bs)
+                checkpoint.warm_up(model, x, n, bs, n_electrons=n_el)
+            pred, t = checkpoint.timed(model, x, bs, n_el)
             seconds += t
             arrays = {hp.input_name: x, hp.target_name: pred, "index": inputs.rows[a:b]}
             if is_density(hp.target_name):
                 charges.append(checkpoint.charge(pred, float(model.physics[0])))
             if state:
                 t0 = time.perf_counter()
-                est = assess_chunk(state, model, x, pred, bs)
+                est = assess_chunk(state, model, x, pred, bs, n_el)
                 trust_seconds += time.perf_counter() - t0
                 from_ed = np.zeros(b - a, bool)
                 if mode == "auto" and (flagged := np.flatnonzero(est["flagged"])).size:
@@ -159,7 +163,7 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     speed = report["speed"] = {"instances": n, "model_seconds": seconds, "model_per_second": n / max(seconds, 1e-12),
                                "batch_size": bs, "chunk_size": chunk, **checkpoint.device_info(model)}
     if charges:
-        q, big_n = np.concatenate(charges), float(model.physics[1])
+        q, big_n = np.concatenate(charges), float(n_el)
         report["predicted_charge"] = {"n_electrons": big_n, "mean": float(q.mean()),
                                       "max_abs_error": float(np.abs(q - big_n).max()), "per_sample": q.tolist()}
     if state:

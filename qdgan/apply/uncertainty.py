@@ -28,9 +28,11 @@ def has_dropout(model: Pix2Pix) -> bool:
 
 
 @torch.no_grad()
-def mc_spread(model: Pix2Pix, values: np.ndarray, k: int, batch_size: int = 100, seed: int = 0) -> np.ndarray:
+def mc_spread(model: Pix2Pix, values: np.ndarray, k: int, batch_size: int = 100, seed: int = 0,
+              n_electrons: float | None = None) -> np.ndarray:
     """Per instance Σ_pixels Var_k(ỹ) / Σ_pixels (ȳ_k − β̄)² over `k` stochastic passes (dropout on, norms
-    in eval mode); 0 for k < 2 or a generator without dropout. Seeded, and the global RNG is restored."""
+    in eval mode); 0 for k < 2 or a generator without dropout. Seeded, and the global RNG is restored.
+    `n_electrons`: the inputs' N, for a model of several N."""
     n = len(values)
     if k < 2 or not has_dropout(model) or n == 0:
         return np.zeros(n)
@@ -46,7 +48,7 @@ def mc_spread(model: Pix2Pix, values: np.ndarray, k: int, batch_size: int = 100,
                 m.train()
             for a in range(0, n, batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(values[a:a + batch_size], dtype=np.float32))
-                x = model.scale_input(x.to(model.device)).unsqueeze(1)
+                x = model.network_input(x.to(model.device), n_electrons)
                 ys = torch.stack([model.unscale_target(model(x)).squeeze(1).double() for _ in range(k)])
                 var = ys.var(dim=0, unbiased=True).sum(dim=(1, 2))
                 spread = ((ys.mean(dim=0) - mean_image) ** 2).sum(dim=(1, 2))
@@ -98,13 +100,14 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
 
 
 def features(model: Pix2Pix, values: np.ndarray, pred: np.ndarray, k: int, batch_size: int,
-             stats: dict[str, Any] | None, seed: int = 0) -> dict[str, np.ndarray]:
-    """The raw trust features of `trust.FEATURES` for physical inputs and their predictions."""
-    out = {"mc": mc_spread(model, values, k, batch_size, seed)}
+             stats: dict[str, Any] | None, seed: int = 0, n_electrons: float | None = None) -> dict[str, np.ndarray]:
+    """The raw trust features of `trust.FEATURES` for physical inputs of N = `n_electrons` (default: the
+    model's one N) and their predictions."""
+    out = {"mc": mc_spread(model, values, k, batch_size, seed, n_electrons)}
     mean = model.target_mean.cpu().numpy().astype(np.float64)
     out["contrast"] = ((np.asarray(pred, np.float64) - mean) ** 2).sum(axis=(1, 2)) / max((mean**2).sum(), 1e-30)
     if is_density(model.hparams.target_name):
-        area, n = float(model.physics[0]), float(model.physics[1])
+        area, n = float(model.physics[0]), float(model.physics[1] if n_electrons is None else n_electrons)
         out["charge"] = np.abs(area * np.asarray(pred).sum(axis=(1, 2), dtype=np.float64) - n)
     if stats is not None:
         out["d_pca"], out["d_res"] = trust.input_distance(stats, encoded(model, values))
@@ -133,7 +136,7 @@ def prepare(cfg: Any, checkpoint: str, model: Pix2Pix, run_cfg: Any) -> dict[str
 
 
 def assess_chunk(state: dict[str, Any], model: Pix2Pix, values: np.ndarray, pred: np.ndarray,
-                 batch_size: int) -> dict[str, Any]:
-    """`trust.assess` of one chunk: its features, estimated R²_i and flags."""
-    feats = features(model, values, pred, state["k"], batch_size, state["stats"], state["seed"])
+                 batch_size: int, n_electrons: float | None = None) -> dict[str, Any]:
+    """`trust.assess` of one chunk (inputs of N = `n_electrons`): its features, estimated R²_i and flags."""
+    feats = features(model, values, pred, state["k"], batch_size, state["stats"], state["seed"], n_electrons)
     return trust.assess(state["cal"], feats, state["threshold"]) | {"features": feats}
