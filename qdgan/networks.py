@@ -14,6 +14,8 @@ import torch
 from torch import Tensor, nn
 
 NORMS = ("batch", "instance", "none")
+UPSAMPLES = ("transpose", "resize")
+RESIZE_MODES = ("nearest", "bilinear")
 LEAK = 0.2
 
 
@@ -58,12 +60,22 @@ def conv_block(in_channels: int, out_channels: int, kernel_size: int, stride: in
     )
 
 
-def up_block(in_channels: int, out_channels: int, kernel_size: int, norm: str,
-             dropout: float) -> nn.Sequential:
-    """Stride-2 transposed conv (doubles the map for any kernel) → norm → dropout (the noise γ) → ReLU."""
+def upsampler(in_channels: int, out_channels: int, kernel_size: int, upsample: str, resize_mode: str,
+              resize_kernel: int, bias: bool) -> nn.Module:
+    """×2 upsampling layer: a stride-2 transposed conv (pix2pix), or `resize` then a stride-1 conv: nearest or
+    bilinear ×2 has no response at the period-2 frequency, so resize-conv cannot paint checkerboards."""
+    if upsample == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, kernel_size, 2, same_padding(kernel_size),
+                                  output_padding=kernel_size % 2, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode=resize_mode),
+                         nn.Conv2d(in_channels, out_channels, resize_kernel, 1, resize_kernel // 2, bias=bias))
+
+
+def up_block(in_channels: int, out_channels: int, kernel_size: int, norm: str, dropout: float,
+             upsample: str = "transpose", resize_mode: str = "nearest", resize_kernel: int = 3) -> nn.Sequential:
+    """×2 upsampling (`upsampler`) → norm → dropout (the noise γ) → ReLU."""
     return nn.Sequential(
-        nn.ConvTranspose2d(in_channels, out_channels, kernel_size, 2, same_padding(kernel_size),
-                           output_padding=kernel_size % 2, bias=norm != "batch"),
+        upsampler(in_channels, out_channels, kernel_size, upsample, resize_mode, resize_kernel, norm != "batch"),
         norm_layer(norm, out_channels),
         nn.Dropout(dropout) if dropout > 0 else nn.Identity(),
         nn.ReLU(),
@@ -83,12 +95,14 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
 
 
 class UNetGenerator(nn.Module):
-    """U-Net G: {α, γ} ↦ β (paper §III.4): `depth` stride-2 conv layers down, `depth` stride-2
-    transposed-conv layers up, skip connections between equal sizes, tanh output.
+    """U-Net G: {α, γ} ↦ β (paper §III.4): `depth` stride-2 conv layers down, `depth` ×2 upsampling
+    layers up, skip connections between equal sizes, tanh output.
 
     Encoder widths are ngf·channel_mults; the decoder mirrors them. As in pix2pix, the first and
     the innermost encoder layers carry no norm (instance/batch norm of a 1×1 map is degenerate), and
-    the noise γ is dropout on the `n_dropout` innermost decoder layers.
+    the noise γ is dropout on the `n_dropout` innermost decoder layers. `upsample="transpose"` (pix2pix)
+    upsamples by stride-2 transposed convs; `"resize"` by `resize_mode` ×2 then a `resize_kernel` stride-1
+    conv, with the same widths and skips (issue 12: no checkerboard artifacts).
     """
 
     def __init__(
@@ -104,11 +118,20 @@ class UNetGenerator(nn.Module):
         n_dropout: int = 3,
         image_size: int = 64,
         init_std: float = 0.02,
+        upsample: str = "transpose",
+        resize_mode: str = "nearest",
+        resize_kernel: int = 3,
     ) -> None:
         super().__init__()
         owner = type(self).__name__
         _check_common(owner, norm, init_std, in_channels=in_channels, out_channels=out_channels,
                       depth=depth, ngf=ngf, kernel_size=kernel_size, image_size=image_size)
+        for name, value, options in (("upsample", upsample, UPSAMPLES), ("resize_mode", resize_mode, RESIZE_MODES)):
+            if value not in options:
+                raise ValueError(f"{owner}.{name}={value!r}: expected one of {options}")
+        _check_int(owner, "resize_kernel", resize_kernel)
+        if resize_kernel % 2 == 0:
+            raise ValueError(f"{owner}.resize_kernel={resize_kernel}: expected an odd size (keeps the map's size)")
         mults = tuple(channel_mults)
         if len(mults) != depth:
             raise ValueError(f"{owner}.channel_mults={list(mults)} has {len(mults)} entries: "
@@ -132,16 +155,14 @@ class UNetGenerator(nn.Module):
             conv_block(c_in, c_out, kernel_size, 2, "none" if i in (0, depth - 1) else norm)
             for i, (c_in, c_out) in enumerate(zip([in_channels, *widths[:-1]], widths, strict=True))
         )
+        self.upsample = upsample
+        resize = (upsample, resize_mode, resize_kernel)
         ups, c = [], widths[-1]
         for j, w in enumerate(reversed(widths[:-1])):
-            ups.append(up_block(c, w, kernel_size, norm, dropout if j < n_dropout else 0.0))
+            ups.append(up_block(c, w, kernel_size, norm, dropout if j < n_dropout else 0.0, *resize))
             c = 2 * w  # decoder output concatenated with the encoder skip
         self.up = nn.ModuleList(ups)
-        self.head = nn.Sequential(
-            nn.ConvTranspose2d(c, out_channels, kernel_size, 2, same_padding(kernel_size),
-                               output_padding=kernel_size % 2),
-            nn.Tanh(),
-        )
+        self.head = nn.Sequential(upsampler(c, out_channels, kernel_size, *resize, bias=True), nn.Tanh())
         init_weights(self, init_std)
 
     @property
