@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    from qdgan.train.run import run  # torch loads after Hydra has parsed the command line
+    from qdgan.fno import check_generator  # torch loads after Hydra has parsed the command line
+    from qdgan.train.run import run
 
     hydra_cfg = HydraConfig.get()
     try:
+        check_generator(str(cfg.generator.get("_target_", "")))  # an optional extra it needs: one line, no work
         result = run(cfg, hydra_cfg.runtime.output_dir)
     except Exception as err:
         if hydra_cfg.mode == RunMode.MULTIRUN:
