@@ -115,6 +115,20 @@ def ssim(pred: Tensor, ref: Tensor, data_range: Tensor | float | None = None) ->
     return ssim_with_window(pred, ref, gaussian_window(11, 1.5), data_range)
 
 
+def ssim_pm1(pred: Tensor, ref: Tensor, lo: Tensor | float | None = None, hi: Tensor | float | None = None) -> Tensor:
+    """SSIM of images scaled to [−1, 1] as an image pipeline feeds them (TF pix2pix: 8-bit images · 2/255 − 1):
+    one affine map per pair sends `lo` ↦ −1, `hi` ↦ 1 (default: the reference image's min and max), applied to
+    both images, then `ssim` with L = 2. Unlike SSIM in physical units, near-zero backgrounds sit at −1, where the
+    luminance term barely moves, so this reads higher (docs/results.md, "Model comparison (issue 12)")."""
+    pred, ref = _pair(pred, ref)
+    dtype = torch.promote_types(ref.dtype, torch.float32)
+    low = ref.amin(dim=(-2, -1)) if lo is None else torch.as_tensor(lo, dtype=dtype, device=ref.device)
+    span = reference_range(ref) if lo is None and hi is None else (
+        (ref.amax(dim=(-2, -1)) if hi is None else torch.as_tensor(hi, dtype=dtype, device=ref.device)) - low)
+    low, span = low.to(dtype).reshape(-1, 1, 1), span.to(dtype).reshape(-1, 1, 1)
+    return ssim(2 * (pred.to(dtype) - low) / span - 1, 2 * (ref.to(dtype) - low) / span - 1, 2.0)
+
+
 def mssim(pred: Tensor, ref: Tensor, data_range: Tensor | float | None = None) -> Tensor:
     """MSSIM of the paper (§III.3): mean SSIM over a uniformly weighted 8×8 window, K1 = 0.01, K2 = 0.03,
     L as in `ssim`."""
@@ -173,7 +187,7 @@ class R2Score(Metric):
 def per_sample_errors(pred: Tensor, ref: Tensor,
                       charge: tuple[Tensor | float, float] | None = None) -> dict[str, Tensor]:
     """L1, L2, L∞ (eqs. 11–13), SSIM and MSSIM of each sample; with `charge` = (N, h²) also |h²Σñ − N|, N one
-    number or each sample's (B,)."""
+    number or each sample's (B,). The reports (`summarize`, `Scores`) add `ssim_pm1`."""
     out = {"l1": l1_error(pred, ref), "l2": l2_error(pred, ref), "linf": linf_error(pred, ref),
            "ssim": ssim(pred, ref), "mssim": mssim(pred, ref)}
     if charge is not None:
@@ -184,10 +198,11 @@ def per_sample_errors(pred: Tensor, ref: Tensor,
 def summarize(pred: Tensor, ref: Tensor, mean_image: Tensor, unit: str,
               charge: tuple[Tensor | float, float] | None = None) -> dict[str, Any]:
     """The metrics report of a set of predictions, one dict for every consumer (metrics.json, predict,
-    invert): `summary_of` the per-sample errors and the sums of squares of R² (eq. 14, β̄ = `mean_image`).
-    Computed in the dtype of the inputs."""
+    invert): `summary_of` the per-sample errors (and `ssim_pm1`) and the sums of squares of R² (eq. 14,
+    β̄ = `mean_image`). Computed in the dtype of the inputs."""
     ss_res, ss_tot = _sums_of_squares(pred, ref, torch.as_tensor(mean_image).to(ref))
-    return summary_of(per_sample_errors(pred, ref, charge), ss_res, ss_tot, unit)
+    per = per_sample_errors(pred, ref, charge) | {"ssim_pm1": ssim_pm1(pred, ref)}
+    return summary_of(per, ss_res, ss_tot, unit)
 
 
 def summary_of(per: dict[str, Tensor], ss_res: Tensor | float, ss_tot: Tensor | float, unit: str) -> dict[str, Any]:
@@ -195,6 +210,8 @@ def summary_of(per: dict[str, Tensor], ss_res: Tensor | float, ss_tot: Tensor | 
     mean, std and per-sample values of each error, and units: the layout of every metrics report, also
     when the parts were accumulated chunk by chunk."""
     units = {"l1": unit, "l2": unit, "linf": unit, "ssim": "1", "mssim": "1"}
+    if "ssim_pm1" in per:
+        units["ssim_pm1"] = "1"
     if "charge_error" in per:
         units["charge_error"] = "electrons"
     return {
@@ -220,7 +237,7 @@ class Scores:
         for a in range(0, len(ref), self.step):
             p, r = (torch.from_numpy(np.asarray(x[a:a + self.step], dtype=np.float64)) for x in (pred, ref))
             self.r2.update(p, r)
-            for key, value in per_sample_errors(p, r).items():
+            for key, value in (per_sample_errors(p, r) | {"ssim_pm1": ssim_pm1(p, r)}).items():
                 self.per.setdefault(key, []).append(value)
 
     def summary(self) -> dict[str, Any]:
@@ -230,11 +247,14 @@ class Scores:
 
 
 def report_line(summary: dict[str, Any]) -> str:
-    """`summarize`'s numbers on one line: R², L1/L2/L∞ with their unit, SSIM, MSSIM (and |∫ñ − N|)."""
+    """`summarize`'s numbers on one line: R², L1/L2/L∞ with their unit, SSIM, MSSIM, SSIM on [−1, 1] when
+    present (and |∫ñ − N|)."""
     m, unit = summary["mean"], summary["units"]["l1"]
     r2 = "n/a" if summary["r2"] is None else f"{summary['r2']:.4f}"
     line = (f"R² {r2}   L1 {m['l1']:.4g} {unit}   L2 {m['l2']:.4g} {unit}   L∞ {m['linf']:.4g} {unit}   "
             f"SSIM {m['ssim']:.4f}   MSSIM {m['mssim']:.4f}")
+    if "ssim_pm1" in m:
+        line += f"   SSIM[±1] {m['ssim_pm1']:.4f}"
     if "charge_error" in m:
         line += f"   |∫ñ − N| {m['charge_error']:.3g} electrons"
     return line

@@ -50,7 +50,7 @@ def test_end_to_end_inversion_of_the_test_split(ckpt, tiny_data, tmp_path):
     assert saved["rows"] == json.loads((ckpt.parents[1] / "metrics.json").read_text())["indices"]
     for key in ("potential", "density"):
         m = saved[key]
-        assert np.isfinite(m["r2"]) and set(m["mean"]) == {"l1", "l2", "linf", "ssim", "mssim"}
+        assert np.isfinite(m["r2"]) and set(m["mean"]) == {"l1", "l2", "linf", "ssim", "mssim", "ssim_pm1"}
         assert len(m["per_sample"]["l2"]) == 10
     assert saved["potential"]["units"]["l1"] == "eV" and saved["density"]["units"]["l1"] == "nm^-2"
     assert saved["r2_mean_image"]["density"].startswith("mean of the input n_int maps over the 10")
