@@ -167,6 +167,7 @@ def test_a_tiny_search_runs_continues_and_tabulates(tmp_path):
     assert len({r["run_dir"] for r in rows}) == 3  # the rerun's seed moved on: no trial repeated
     md = (out / "search.md").read_text()
     assert md.count("best (by validation R²)") == 1 and (out / "curves.png").stat().st_size > 1000
+    assert (out / "history.png").stat().st_size > 1000 and "history.png" in md
     assert "best trial as a single run: python train.py +search=nint_to_v" in second.stdout
     again = sweep(tmp_path, "search=nint_to_v", *TINY_SEARCH, "hydra.sweeper.n_trials=3", "aggregate_only=true")
     assert again.returncode == 0 and "Launching" not in again.stdout + again.stderr

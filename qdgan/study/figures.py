@@ -70,3 +70,42 @@ def r2_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], title
         ax.legend(fontsize=7, ncol=1 + len(curves) // 8)
     ax.set_title(title, fontsize=10)
     return save_figure(fig, path)
+
+
+def search_history(values: Mapping[int, float], curves: Mapping[str, tuple[Sequence[int], Sequence[float]]],
+                   title: str, path: str | Path, n_best: int = 5) -> Path:
+    """A search at a glance: each finished trial's best validation R² in trial order with the running best (left),
+    and the validation curves of the n_best trials by that objective (right; all curves: curves.png)."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    numbers = sorted(values)
+    best = [max(values[m] for m in numbers[: i + 1]) for i in range(len(numbers))]
+    ax.step(numbers, best, where="post", c="C3", label="best so far")
+    if numbers:  # a trial that diverged would squash the rest: zoom on the better three quarters, mark the others
+        top = sorted(values.values())[len(numbers) // 4:]
+        lo = min(top) - 0.1 * (max(top) - min(top) + 1e-3)
+        ax.set_ylim(lo, max(top) + 0.15 * (max(top) - lo))
+        inside = [n for n in numbers if values[n] >= lo]
+        below = [n for n in numbers if values[n] < lo]
+        ax.plot(inside, [values[n] for n in inside], "o", ms=4, c="C0", label="trial's best validation R²")
+        if below:
+            ax.plot(below, [lo] * len(below), "v", ms=6, c="C7", clip_on=False,
+                    label=f"below {lo:.3f}: " + ", ".join(f"{values[n]:.3f}" for n in below))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("best validation R²")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ranked = sorted(curves, key=lambda k: -max(curves[k][1]))[:n_best]
+    for label in ranked:
+        steps, r2 = curves[label]
+        bx.plot(steps, r2, marker="o", ms=2.5, lw=1, label=f"{label}: {max(r2):.4f}")
+    if ranked:
+        vals = [v for k in ranked for v in curves[k][1]]
+        floor = sorted(vals)[len(vals) // 10]
+        bx.set_ylim(floor - 0.02 * (1 - floor), max(vals) + 0.1 * (max(vals) - floor))
+    bx.set_xlabel("generator step")
+    bx.set_ylabel("validation R²")
+    bx.ticklabel_format(axis="y", useOffset=False)
+    bx.grid(alpha=0.3)
+    bx.legend(fontsize=8, loc="lower right", title=f"best {len(ranked)} trials", title_fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)

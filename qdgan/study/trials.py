@@ -1,6 +1,7 @@
 """The results table of a search (qdgan/study/search.py): one row per Optuna trial — its state, objective (best
 validation R²), parameters and its run's test metrics (reported, never used to choose) — as search.csv and
-search.md, with every finished trial's validation R² curve in curves.png, in the search's sweep dir."""
+search.md, with every finished trial's validation R² curve in curves.png and the search's history (objective per
+trial, running best, the best trials' curves) in history.png, in the search's sweep dir."""
 
 from __future__ import annotations
 
@@ -108,12 +109,13 @@ def markdown(search: Search, rows: Sequence[Trial]) -> str:
         "to choose. Search space: " + ", ".join(f"`{k}={v}`" for k, v in search.space.items()) + ".", "",
         markdown_table(rows, keys), "",
         *([f"Best trial as a single run: `{command}`", ""] if command else []),
-        "![validation R² vs generator step](curves.png)", "",
+        "![best validation R² per trial; the best trials' curves](history.png)", "",
+        "![validation R² vs generator step, every finished trial](curves.png)", "",
     ])
 
 
 def write(search: Search, rows: Sequence[Trial]) -> list[Path]:
-    """search.csv, search.md and curves.png in the search's sweep dir."""
+    """search.csv, search.md, history.png and curves.png in the search's sweep dir."""
     out = search.sweep_dir
     out.mkdir(parents=True, exist_ok=True)
     (out / "search.csv").write_text(csv_text(rows, list(search.space)))
@@ -122,4 +124,7 @@ def write(search: Search, rows: Sequence[Trial]) -> list[Path]:
     done = sum(r.state == "complete" for r in rows)
     figures.r2_curves(curves, f"search {search.name}: {done} of {search.n_trials} trials finished",
                       out / "curves.png")
-    return [out / "search.csv", out / "search.md", out / "curves.png"]
+    values = {r.number: r.value for r in rows if r.state == "complete" and r.value is not None}
+    figures.search_history(values, curves, f"search {search.name}: {done} of {search.n_trials} trials finished",
+                           out / "history.png")
+    return [out / "search.csv", out / "search.md", out / "history.png", out / "curves.png"]
