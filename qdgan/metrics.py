@@ -115,18 +115,18 @@ def ssim(pred: Tensor, ref: Tensor, data_range: Tensor | float | None = None) ->
     return ssim_with_window(pred, ref, gaussian_window(11, 1.5), data_range)
 
 
-def ssim_pm1(pred: Tensor, ref: Tensor, lo: Tensor | float | None = None, hi: Tensor | float | None = None) -> Tensor:
-    """SSIM of images scaled to [−1, 1] as an image pipeline feeds them (TF pix2pix: 8-bit images · 2/255 − 1):
-    one affine map per pair sends `lo` ↦ −1, `hi` ↦ 1 (default: the reference image's min and max), applied to
-    both images, then `ssim` with L = 2. Unlike SSIM in physical units, near-zero backgrounds sit at −1, where the
-    luminance term barely moves, so this reads higher (docs/results.md, "Model comparison (issue 12)")."""
+def ssim_pm1(pred: Tensor, ref: Tensor, value_range: tuple[float, float] | None = None) -> Tensor:
+    """SSIM of images scaled to [−1, 1] as the pix2pix pipeline feeds and outputs them: one affine map for all
+    images sends `value_range` = (lo, hi) ↦ (−1, 1) — the training set's range of the quantity, the network's own
+    scaling (`Pix2Pix.scale`); by default the range of all the reference maps given — then `ssim` with L = 2.
+    With a set-wide range most pixels lie far from 0, where the luminance term is sensitive (near-zero backgrounds
+    sit at −1), so this reads higher than SSIM in physical units (docs/results.md, "Model comparison (issue 12)")."""
     pred, ref = _pair(pred, ref)
     dtype = torch.promote_types(ref.dtype, torch.float32)
-    low = ref.amin(dim=(-2, -1)) if lo is None else torch.as_tensor(lo, dtype=dtype, device=ref.device)
-    span = reference_range(ref) if lo is None and hi is None else (
-        (ref.amax(dim=(-2, -1)) if hi is None else torch.as_tensor(hi, dtype=dtype, device=ref.device)) - low)
-    low, span = low.to(dtype).reshape(-1, 1, 1), span.to(dtype).reshape(-1, 1, 1)
-    return ssim(2 * (pred.to(dtype) - low) / span - 1, 2 * (ref.to(dtype) - low) / span - 1, 2.0)
+    lo, hi = (float(ref.amin()), float(ref.amax())) if value_range is None else map(float, value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range=({lo}, {hi}): expected lo < hi")
+    return ssim(2 * (pred.to(dtype) - lo) / (hi - lo) - 1, 2 * (ref.to(dtype) - lo) / (hi - lo) - 1, 2.0)
 
 
 def mssim(pred: Tensor, ref: Tensor, data_range: Tensor | float | None = None) -> Tensor:
@@ -196,12 +196,13 @@ def per_sample_errors(pred: Tensor, ref: Tensor,
 
 
 def summarize(pred: Tensor, ref: Tensor, mean_image: Tensor, unit: str,
-              charge: tuple[Tensor | float, float] | None = None) -> dict[str, Any]:
+              charge: tuple[Tensor | float, float] | None = None,
+              value_range: tuple[float, float] | None = None) -> dict[str, Any]:
     """The metrics report of a set of predictions, one dict for every consumer (metrics.json, predict,
-    invert): `summary_of` the per-sample errors (and `ssim_pm1`) and the sums of squares of R² (eq. 14,
-    β̄ = `mean_image`). Computed in the dtype of the inputs."""
+    invert): `summary_of` the per-sample errors (and `ssim_pm1` on `value_range`, by default the set's) and the
+    sums of squares of R² (eq. 14, β̄ = `mean_image`). Computed in the dtype of the inputs."""
     ss_res, ss_tot = _sums_of_squares(pred, ref, torch.as_tensor(mean_image).to(ref))
-    per = per_sample_errors(pred, ref, charge) | {"ssim_pm1": ssim_pm1(pred, ref)}
+    per = per_sample_errors(pred, ref, charge) | {"ssim_pm1": ssim_pm1(pred, ref, value_range)}
     return summary_of(per, ss_res, ss_tot, unit)
 
 
@@ -226,18 +227,20 @@ def summary_of(per: dict[str, Tensor], ss_res: Tensor | float, ss_tot: Tensor | 
 
 class Scores:
     """`summarize` of maps given chunk by chunk (numpy, float64, `step` maps at a time): per-sample errors are
-    concatenated and SS_res, SS_tot summed, so R² is that of the whole set and memory stays bounded."""
+    concatenated and SS_res, SS_tot summed, so R² is that of the whole set and memory stays bounded. `ssim_pm1`
+    scales by `value_range` (give the model's: without it, each chunk's own range)."""
 
-    def __init__(self, mean_image: Any, unit: str, step: int = 100) -> None:
+    def __init__(self, mean_image: Any, unit: str, step: int = 100,
+                 value_range: tuple[float, float] | None = None) -> None:
         self.r2 = R2Score(torch.from_numpy(np.asarray(mean_image, dtype=np.float64)))
         self.r2.set_dtype(torch.float64)
-        self.unit, self.step, self.per = unit, step, {}
+        self.unit, self.step, self.per, self.value_range = unit, step, {}, value_range
 
     def add(self, pred: Any, ref: Any) -> None:
         for a in range(0, len(ref), self.step):
             p, r = (torch.from_numpy(np.asarray(x[a:a + self.step], dtype=np.float64)) for x in (pred, ref))
             self.r2.update(p, r)
-            for key, value in (per_sample_errors(p, r) | {"ssim_pm1": ssim_pm1(p, r)}).items():
+            for key, value in (per_sample_errors(p, r) | {"ssim_pm1": ssim_pm1(p, r, self.value_range)}).items():
                 self.per.setdefault(key, []).append(value)
 
     def summary(self) -> dict[str, Any]:

@@ -102,8 +102,9 @@ def test_dataset_split_with_ed_verification_and_speed(ckpt, tiny_data, tmp_path)
         np.testing.assert_array_equal(f["index"][...], metrics["indices"])
         np.testing.assert_allclose(f["ed_n_int"][...], ds.n_int[f["index"][...]], atol=1e-5, rtol=0)
         np.testing.assert_array_equal(f["potential"][...], ds.potential[f["index"][...]])
-        whole = checkpoint.compare(f["n_int"][...], f["ed_n_int"][...],
-                                   checkpoint.load_model(ckpt).target_mean.numpy(), "n_int")
+        model = checkpoint.load_model(ckpt)
+        whole = checkpoint.compare(f["n_int"][...], f["ed_n_int"][...], model.target_mean.numpy(), "n_int",
+                                   (float(model.scale[2]), float(model.scale[3])))  # ssim_pm1: the model's range
     assert v["per_sample"] == whole["per_sample"] and v["mean"] == whole["mean"] and v["std"] == whole["std"]
     assert v["r2"] == pytest.approx(whole["r2"], rel=1e-12, abs=0)  # SS_res, SS_tot summed over the chunks
     assert json.loads((tmp_path / "report.json").read_text())["verify"]["r2"] == v["r2"]

@@ -1,6 +1,7 @@
 """SSIM in the second convention (issue 12, part 5): images scaled to [−1, 1], L = 2, beside SSIM in physical units."""
 
 import numpy as np
+import pytest
 import torch
 
 from qdgan import metrics
@@ -18,26 +19,28 @@ def blobs(n: int = 4, seed: int = 0) -> torch.Tensor:
     return torch.stack(out)
 
 
-def test_identical_images_score_one_and_the_scaling_is_per_reference_image():
+def test_identical_images_score_one_and_one_map_scales_the_set():
     ref = blobs()
     torch.testing.assert_close(metrics.ssim_pm1(ref, ref), torch.ones(4, dtype=torch.float64))
     pred = ref + 1e-3 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    lo, hi = ref.amin(dim=(-2, -1)), ref.amax(dim=(-2, -1))
+    lo, hi = float(ref.min()), float(ref.max())  # default: the range of all reference maps
 
     def scale(a: torch.Tensor) -> torch.Tensor:
-        return 2 * (a - lo[:, None, None]) / (hi - lo)[:, None, None] - 1
+        return 2 * (a - lo) / (hi - lo) - 1
 
     torch.testing.assert_close(metrics.ssim_pm1(pred, ref), metrics.ssim(scale(pred), scale(ref), 2.0))
     # invariant under one unit change and offset of both images (SSIM in physical units is not under offsets)
     torch.testing.assert_close(metrics.ssim_pm1(3 * pred - 7, 3 * ref - 7), metrics.ssim_pm1(pred, ref))
+    with pytest.raises(ValueError, match="value_range"):
+        metrics.ssim_pm1(pred, ref, (1.0, 1.0))
 
 
-def test_a_fixed_range_maps_it_to_minus_one_and_one():
+def test_a_given_range_is_mapped_to_minus_one_and_one():
     ref = blobs()
     pred = ref.flip(-1)
     lo, hi = 0.0, 0.05
     expected = metrics.ssim(2 * (pred - lo) / (hi - lo) - 1, 2 * (ref - lo) / (hi - lo) - 1, 2.0)
-    torch.testing.assert_close(metrics.ssim_pm1(pred, ref, lo, hi), expected)
+    torch.testing.assert_close(metrics.ssim_pm1(pred, ref, (lo, hi)), expected)
 
 
 def test_background_noise_costs_less_on_minus_one_to_one():
@@ -57,7 +60,7 @@ def test_reports_carry_it_beside_the_existing_keys():
     assert summary["units"]["ssim_pm1"] == "1" and len(summary["per_sample"]["ssim_pm1"]) == 6
     assert summary["mean"]["ssim"] == float(metrics.ssim(pred, ref).double().mean())  # unchanged convention
     assert "SSIM[±1] " in metrics.report_line(summary) and "   SSIM " in metrics.report_line(summary)
-    scores = metrics.Scores(ref.mean(0).numpy(), "nm^-2", step=4)
+    scores = metrics.Scores(ref.mean(0).numpy(), "nm^-2", step=4, value_range=(float(ref.min()), float(ref.max())))
     scores.add(pred.numpy(), ref.numpy())
     chunked = scores.summary()
     assert np.allclose(chunked["per_sample"]["ssim_pm1"], summary["per_sample"]["ssim_pm1"], atol=1e-4)  # fp64/32

@@ -120,7 +120,8 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     from qdgan.metrics import Scores
 
     hp, n, bs = model.hparams, len(inputs), cfg.batch_size
-    scores = Scores(model.target_mean.cpu().numpy(), UNITS[hp.target_name], bs) if mode is True else None
+    target_range = (float(model.scale[2]), float(model.scale[3]))  # the network's [−1, 1] (metrics.ssim_pm1)
+    scores = Scores(model.target_mean.cpu().numpy(), UNITS[hp.target_name], bs, target_range) if mode is True else None
     n_el = model.electrons[0] if n_el is None else n_el
     charges, seconds, shown = [], 0.0, {"x": [], "pred": [], "ref": []}
     trusted: dict[str, list[Any]] = {"estimated_r2": [], "flagged": [], "from_ed": []}
