@@ -5,7 +5,8 @@ config's defaults), the L1-only U-Net (model.adv_weight=0) and a Fourier neural 
 Each model trains through train.py with the same wall-clock budget (`--minutes`: Lightning's max_time, the
 validations included; max_steps then only a ceiling) or the same number of generator steps (`--steps`), one
 run after another, and is scored on the test split by its best checkpoint (validation R², as every run).
-One table: test R², SSIM in physical units and on [−1, 1], L1, |∫ñ − N| (densities), generator steps,
+One table: test R², SSIM in physical units and on [−1, 1] (the network's scaling: the training set's range of
+the target ↦ [−1, 1], L = 2; recomputed from the best checkpoint), L1, |∫ñ − N| (densities), generator steps,
 training minutes, generator parameters and the load average around the run (other processes share the CPU).
 Runs use one torch thread by default (`--threads`): on a machine whose cores other jobs keep busy, two OpenMP
 threads wait on each other and a step takes many times longer.
@@ -64,22 +65,33 @@ def train(mapping: str, model: str, run_dir: Path, overrides: list[str], threads
     return metrics
 
 
-def generator_parameters(run_dir: Path) -> int:
-    """Parameters of G in the run's best checkpoint (last when none was kept)."""
+def rescore(run_dir: Path, metrics: dict[str, Any]) -> tuple[int, float]:
+    """(parameters of G, mean SSIM on [−1, 1] by the model's own range) of the run's best checkpoint (last when
+    none was kept) on its test rows: metrics.json's ssim_pm1 may use the test set's range instead."""
+    import numpy as np
     import torch
+    from omegaconf import OmegaConf
+
+    from physics.dataset import open_dataset
+    from qdgan.metrics import ssim_pm1
+    from qdgan.pix2pix import Pix2Pix
 
     ckpts = run_dir / "checkpoints"
-    path = ckpts / "best.ckpt" if (ckpts / "best.ckpt").exists() else ckpts / "last.ckpt"
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    return sum(v.numel() for k, v in state.items() if k.startswith("generator."))
+    model = Pix2Pix.load_from_checkpoint(ckpts / "best.ckpt" if (ckpts / "best.ckpt").exists() else
+                                         ckpts / "last.ckpt", map_location="cpu")
+    ds, rows = open_dataset(OmegaConf.load(run_dir / "config.yaml").data.path), np.asarray(metrics["indices"])
+    x, y = (torch.from_numpy(np.asarray(ds[q][:], dtype=np.float32)[rows])
+            for q in (model.hparams.input_name, model.hparams.target_name))
+    pred = model.predict_maps(x)
+    pm1 = ssim_pm1(pred.double(), y.double(), (float(model.scale[2]), float(model.scale[3])))
+    return sum(p.numel() for p in model.generator.parameters()), float(pm1.mean())
 
 
-def row(mapping: str, model: str, m: dict[str, Any], params: int) -> str:
+def row(mapping: str, model: str, m: dict[str, Any], params: int, pm1: float) -> str:
     mean, unit = m["mean"], m["units"]["l1"]
     charge = f"{mean['charge_error']:.3f}" if "charge_error" in mean else "–"
-    pm1 = f"{mean['ssim_pm1']:.4f}" if "ssim_pm1" in mean else "–"
     load = "–" if "load" not in m else f"{m['load'][0]:.1f}–{m['load'][1]:.1f}"
-    return (f"| {mapping} | {model} | {m['r2']:.4f} | {mean['ssim']:.4f} | {pm1} | {mean['l1']:.3g} {unit} | "
+    return (f"| {mapping} | {model} | {m['r2']:.4f} | {mean['ssim']:.4f} | {pm1:.4f} | {mean['l1']:.3g} {unit} | "
             f"{charge} | {m['generator_steps']} | {m['train_seconds'] / 60:.1f} | {params / 1e6:.2f} M | {load} |")
 
 
@@ -97,8 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra train.py override for every run (repeatable), e.g. --set val_every_n_steps=100")
     args = parser.parse_args(argv)
+    sys.path[:0] = [str(ROOT)]
     if "fno" in " ".join(args.models):
-        sys.path[:0] = [str(ROOT)]
         from qdgan.fno import require
 
         try:
@@ -119,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             run_dir = out / mapping / model
             print(f"{mapping} / {model} → {run_dir}", flush=True)
             m = train(mapping, model, run_dir, [*overrides, *args.set], args.threads)
-            lines.append(row(mapping, model, m, generator_parameters(run_dir)))
+            lines.append(row(mapping, model, m, *rescore(run_dir, m)))
             print(lines[-1], flush=True)
     table = "\n".join(lines) + "\n"
     (out / "table.md").write_text(table)
