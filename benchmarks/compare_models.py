@@ -6,7 +6,8 @@ Each model trains through train.py with the same wall-clock budget (`--minutes`:
 validations included; max_steps then only a ceiling) or the same number of generator steps (`--steps`), one
 run after another, and is scored on the test split by its best checkpoint (validation R², as every run).
 One table: test R², SSIM in physical units and on [−1, 1] (the network's scaling: the training set's range of
-the target ↦ [−1, 1], L = 2; recomputed from the best checkpoint), L1, |∫ñ − N| (densities), generator steps,
+the target ↦ [−1, 1], L = 2; recomputed from the best checkpoint), L1, |∫ñ − N| (densities), the share of the
+error power in period-2 (checkerboard) components, generator steps,
 training minutes, generator parameters and the load average around the run (other processes share the CPU).
 Runs use one torch thread by default (`--threads`): on a machine whose cores other jobs keep busy, two OpenMP
 threads wait on each other and a step takes many times longer.
@@ -32,6 +33,7 @@ MODELS: dict[str, list[str]] = {
     "l1_unet": ["model.adv_weight=0"],                        # the same U-Net, L1 loss only
     "fno": ["generator=fno", "model.adv_weight=0"],           # Fourier neural operator, L1 loss only
     "fno_gan": ["generator=fno"],                             # the FNO as pix2pix's generator (cGAN + λ·L1)
+    "pix2pix_resize": ["generator=unet64_resize"],            # pix2pix with resize-conv upsampling
 }
 MAPPINGS = ("v_to_nint", "nint_to_v")
 CEILING = 1_000_000  # max_steps under a time budget: never reached
@@ -65,9 +67,21 @@ def train(mapping: str, model: str, run_dir: Path, overrides: list[str], threads
     return metrics
 
 
-def rescore(run_dir: Path, metrics: dict[str, Any]) -> tuple[int, float]:
-    """(parameters of G, mean SSIM on [−1, 1] by the model's own range) of the run's best checkpoint (last when
-    none was kept) on its test rows: metrics.json's ssim_pm1 may use the test set's range instead."""
+def period2_share(error: Any) -> float:
+    """Share of the error maps' power (B, H, W) in the period-2 Fourier components (π, π), (π, 0), (0, π):
+    checkerboard and stripe artifacts; white noise gives 3/(H·W), smooth errors ~0."""
+    import torch
+
+    power = torch.fft.fft2(error - error.mean(dim=(-2, -1), keepdim=True)).abs().square()
+    h, w = error.shape[-2:]
+    nyquist = power[:, h // 2, w // 2] + power[:, h // 2, 0] + power[:, 0, w // 2]
+    return float(nyquist.sum() / power.sum())
+
+
+def rescore(run_dir: Path, metrics: dict[str, Any]) -> tuple[int, float, float]:
+    """(parameters of G, mean SSIM on [−1, 1] by the model's own range, `period2_share` of the errors) of the
+    run's best checkpoint (last when none was kept) on its test rows: metrics.json's ssim_pm1 may use the test
+    set's range instead."""
     import numpy as np
     import torch
     from omegaconf import OmegaConf
@@ -84,15 +98,17 @@ def rescore(run_dir: Path, metrics: dict[str, Any]) -> tuple[int, float]:
             for q in (model.hparams.input_name, model.hparams.target_name))
     pred = model.predict_maps(x)
     pm1 = ssim_pm1(pred.double(), y.double(), (float(model.scale[2]), float(model.scale[3])))
-    return sum(p.numel() for p in model.generator.parameters()), float(pm1.mean())
+    return (sum(p.numel() for p in model.generator.parameters()), float(pm1.mean()),
+            period2_share(pred.double() - y.double()))
 
 
-def row(mapping: str, model: str, m: dict[str, Any], params: int, pm1: float) -> str:
+def row(mapping: str, model: str, m: dict[str, Any], params: int, pm1: float, period2: float) -> str:
     mean, unit = m["mean"], m["units"]["l1"]
     charge = f"{mean['charge_error']:.3f}" if "charge_error" in mean else "–"
     load = "–" if "load" not in m else f"{m['load'][0]:.1f}–{m['load'][1]:.1f}"
     return (f"| {mapping} | {model} | {m['r2']:.4f} | {mean['ssim']:.4f} | {pm1:.4f} | {mean['l1']:.3g} {unit} | "
-            f"{charge} | {m['generator_steps']} | {m['train_seconds'] / 60:.1f} | {params / 1e6:.2f} M | {load} |")
+            f"{charge} | {100 * period2:.2f} % | {m['generator_steps']} | {m['train_seconds'] / 60:.1f} | "
+            f"{params / 1e6:.2f} M | {load} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
              + f" --models {' '.join(args.models)} --mappings {' '.join(args.mappings)}"
              + (f" --threads {args.threads}" if args.threads != 1 else "")
              + "".join(f" --set {s}" for s in args.set) + "`", "",
-             "| mapping | model | test R² | SSIM | SSIM [−1, 1] | L1 | \\|∫ñ − N\\| | steps | train min | G params "
-             "| load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| mapping | model | test R² | SSIM | SSIM [−1, 1] | L1 | \\|∫ñ − N\\| | period-2 error | steps "
+             "| train min | G params | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for mapping in args.mappings:
         for model in args.models:
             run_dir = out / mapping / model
