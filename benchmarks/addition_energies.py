@@ -133,7 +133,7 @@ def report(sets: Sets, out: Path, folds: int = 5) -> list[Path]:
         "single-particle addition energy E₀(N+1) − E₀(N) (needs the single-particle solve). No network here "
         "predicts energies.", "",
         "| | mean | std | 5 % | median | 95 % | R² from V | mean \\|err\\| from V | R² from E₀ | "
-        "mean \\|err\\| from E₀ |", "|---" * 11 + "|", *rows, ""]))
+        "mean \\|err\\| from E₀ |", "|---" * 10 + "|", *rows, ""]))
     return [out / "addition_energies.csv", out / "addition_energies.md", figure(mu, fits, pairs, out)]
 
 
