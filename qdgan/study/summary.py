@@ -40,7 +40,8 @@ class Row:
             "R2": m.get("r2"), "L1": self.metric("l1"), "L2": self.metric("l2"), "Linf": self.metric("linf"),
             "unit": m.get("units", {}).get("l1"), "SSIM": self.metric("ssim"), "MSSIM": self.metric("mssim"),
             "charge_error": self.metric("charge_error"), "best_val_R2": m.get("best_val_r2"),
-            "steps": m.get("generator_steps"), "train_min": seconds / 60 if seconds is not None else None,
+            "best_step": m.get("best_step"), "steps": m.get("generator_steps"),
+            "train_min": seconds / 60 if seconds is not None else None,
             "error": self.error,
         }
 
@@ -55,7 +56,7 @@ MARKDOWN: dict[str, tuple[str, Callable[[Any], str]]] = {
     "R2": ("R²", _fmt(".4f")), "L1": ("L1", _fmt(".4g")), "L2": ("L2", _fmt(".4g")), "Linf": ("L∞", _fmt(".4g")),
     "unit": ("unit", _fmt("")), "SSIM": ("SSIM", _fmt(".4f")), "MSSIM": ("MSSIM", _fmt(".4f")),
     "charge_error": ("\\|∫ñ − N\\|", _fmt(".3g")), "best_val_R2": ("best val R²", _fmt(".4f")),
-    "steps": ("steps", _fmt("")), "train_min": ("train min", _fmt(".1f")),
+    "best_step": ("best at step", _fmt("")), "steps": ("steps", _fmt("")), "train_min": ("train min", _fmt(".1f")),
     "error": ("error", lambda v: v.replace("|", "\\|")),
 }
 
@@ -104,7 +105,8 @@ def markdown(study: Study, rows: Sequence[Row]) -> str:
     return "\n".join([
         f"# Study `{study.name}`", "",
         f"{len(rows)} runs in `{study.sweep_dir}`: {tally}. Test-set metrics of each run's best checkpoint "
-        "(by validation R²); L1/L2/L∞ in the target's unit; train min = wall time of the last attempt.", "",
+        "(by validation R², saved at generator step 'best at step' of 'steps'); L1/L2/L∞ in the target's unit; "
+        "train min = wall time of the last attempt.", "",
         markdown_table(rows), "",
         f"![test metrics vs {study.x_label}](summary.png)", "",
         "![validation R² vs generator step](curves.png)", "",

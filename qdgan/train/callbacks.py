@@ -69,7 +69,7 @@ class History(L.Callback):
         ref = pl_module.unscale_target(y).squeeze(1)
         self.tracked["step"].append(step)
         for name, values in metrics.per_sample_errors(pred, ref).items():
-            self.tracked[name].append(values.double().cpu().tolist())
+            self.tracked.setdefault(name, []).append(values.double().cpu().tolist())
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: Any) -> None:
         if self.out and trainer.is_global_zero:

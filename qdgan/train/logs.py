@@ -23,8 +23,8 @@ from qdgan.train import rundir
 # the final metrics of a run as W&B shows them: column → metrics.json key ("mean." for the per-sample means)
 WANDB_TABLE = {"test_r2": "r2", "best_val_r2": "best_val_r2", "l1": "mean.l1", "l2": "mean.l2",
                "linf": "mean.linf", "unit": "units.l1", "ssim": "mean.ssim", "mssim": "mean.mssim",
-               "charge_error": "mean.charge_error", "generator_steps": "generator_steps",
-               "train_seconds": "train_seconds"}
+               "charge_error": "mean.charge_error", "best_step": "best_step",
+               "generator_steps": "generator_steps", "train_seconds": "train_seconds"}
 
 
 class CSVLogger(LightningCSVLogger):

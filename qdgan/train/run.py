@@ -168,6 +168,7 @@ def _test(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, ckpt: ModelCheckpoi
     extra = {
         "best_checkpoint": str(best_path),
         "best_val_r2": float(ckpt.best_model_score) if ckpt.best_model_score is not None else None,
+        "best_step": int(best.generator_steps),  # the generator step at which best.ckpt was saved
         "generator_steps": int(model.generator_steps),
         "train_seconds": train_seconds,
         "patch_size": receptive_field(d.n_strided, d.n_plain, d.kernel_size),
@@ -198,7 +199,7 @@ def _figures(cfg: DictConfig, dm: EDDataModule, model: Pix2Pix, x: torch.Tensor,
 def _report(result: dict[str, Any], extra: dict[str, Any], run_dir: Path) -> None:
     head = result["mapping"]
     if extra["best_val_r2"] is not None:
-        head += (f": test set of {result['n']} (best checkpoint, validation R² {extra['best_val_r2']:.4f} at "
-                 f"{extra['generator_steps']} generator steps, {extra['train_seconds'] / 60:.1f} min)")
+        head += (f": test set of {result['n']} (best checkpoint: validation R² {extra['best_val_r2']:.4f} at generator "
+                 f"step {extra['best_step']} of {extra['generator_steps']}; {extra['train_seconds'] / 60:.1f} min)")
     print(f"{head}\n  {report_line(result)}\n  run dir: {run_dir}  (metrics.json, figures/, checkpoints/)",
           flush=True)
