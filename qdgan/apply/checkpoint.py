@@ -160,11 +160,10 @@ def timed_predictions(model: Pix2Pix, values: np.ndarray, batch_size: int, warmu
     return timed(model, values, batch_size, n_electrons)
 
 
-def compare(pred: np.ndarray, ref: np.ndarray, mean_image: np.ndarray, quantity: str,
-            value_range: tuple[float, float] | None = None) -> dict[str, Any]:
-    """`metrics.summarize` of generated maps against known ones, in float64 (`ssim_pm1` on `value_range`)."""
-    as64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (pred, ref, mean_image))
-    return metrics.summarize(*as64, UNITS[quantity], value_range=value_range)
+def compare(pred: np.ndarray, ref: np.ndarray, mean: np.ndarray, quantity: str, pm1_range: tuple | None = None) -> dict:
+    """`metrics.summarize` of generated maps against known ones, in float64 (`ssim_pm1` on `pm1_range`)."""
+    as64 = (torch.from_numpy(np.asarray(a, dtype=np.float64)) for a in (pred, ref, mean))
+    return metrics.summarize(*as64, UNITS[quantity], value_range=pm1_range)
 
 
 def charge(values: np.ndarray, pixel_area: float) -> np.ndarray:
