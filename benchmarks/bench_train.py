@@ -1,4 +1,5 @@
-"""Training and inference speed of the reference architecture on this machine (docs/training.md).
+"""Training variants and inference speed on this machine (docs/training.md). The reference pix2pix side by side
+with our default step is benchmarks/train_speed.py; this script compares variants of our own step.
 
     python benchmarks/bench_train.py --steps 30 --repeats 3
     python benchmarks/bench_train.py --variants fp32 bf16 --widths 64 --batches 1   # a subset
@@ -41,10 +42,6 @@ VARIANTS = {
 }
 
 
-REFERENCE_MS = {(64, 1): 245.0, (64, 16): 702.0, (16, 1): 29.8, (16, 16): 84.0}
-"""The issue's timings of the reference PyTorch pix2pix on this 2-core CPU (ms/iteration, data included)."""
-
-
 class BatchClock(L.Callback):
     def __init__(self) -> None:
         self.stamps: list[float] = []
@@ -76,9 +73,8 @@ def time_training(width: int, batch: int, variant: dict, steps: int, warmup: int
 
 
 def time_bare_baseline(width: int, batch: int, steps: int, warmup: int) -> float:
-    """Same-run baseline: a bare PyTorch loop of the same networks and losses as the reference pix2pix
-    (default Adam, fp32, no Lightning, no logging); the issue's reference timings were within 10 % of
-    such a loop. Median ms per iteration."""
+    """Same-run baseline: a bare PyTorch loop of our networks with the losses of pix2pix (default Adam, fp32,
+    no Lightning, no logging). Median ms per iteration."""
     import torch.nn.functional as F
 
     net = model(width, VARIANTS["fp32"])
@@ -175,15 +171,10 @@ def main() -> None:
                 runs = [time_training(width, batch, VARIANTS[name], args.steps, args.warmup)
                         for _ in range(args.repeats)]
                 ms = float(np.median(runs))
-                row = {"width": width, "batch": batch, "variant": name, "ms_per_iter": ms, "runs": runs,
-                       "speedup_vs_baseline": base_ms / ms}
-                ref = REFERENCE_MS.get((width, batch))
-                if ref:
-                    row["speedup_vs_reference"] = ref / ms
-                results.append(row)
-                print(f"ngf=ndf={width:3d} batch={batch:2d} {name:20s} {ms:8.1f} ms/iter  "
-                      f"×{base_ms / ms:.2f} vs baseline" + (f", ×{ref / ms:.2f} vs reference {ref} ms" if ref else "")
-                      + f"  (runs {', '.join(f'{r:.1f}' for r in runs)})", flush=True)
+                results.append({"width": width, "batch": batch, "variant": name, "ms_per_iter": ms, "runs": runs,
+                                "speedup_vs_baseline": base_ms / ms})
+                print(f"ngf=ndf={width:3d} batch={batch:2d} {name:20s} {ms:8.1f} ms/iter  ×{base_ms / ms:.2f} vs "
+                      f"baseline  (runs {', '.join(f'{r:.1f}' for r in runs)})", flush=True)
     out = {"training": results}
     if args.inference:
         out["inference"] = []
