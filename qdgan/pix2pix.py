@@ -7,6 +7,11 @@ and train.py turns the config's `max_steps` (generator steps) into Lightning's c
 Scaling statistics and the training-set mean image live in buffers, so a checkpoint alone maps
 physical inputs to physical outputs. Trained on data of several N (issue 11), G and D take N as a second
 input channel (`scaling.with_electrons`) and the hyperparameter `electrons` records those N.
+Speed switches that keep the step's arithmetic (`qdgan.fast`): one D pass over real and fake pairs with
+per-half batch norm (`joint_d_pass`), bf16 autocast with G's output layer in fp32 (`autocast`), NHWC
+(`channels_last`); D is frozen during G's backward, as in the reference. Options: an EMA of G's weights for
+evaluation (`ema_decay`, `qdgan.ema`), a density output layer with n ≥ 0 and ∫n = N (`density_output`,
+`qdgan.density`), a linear or cosine learning-rate decay (`qdgan.optim`).
 """
 
 from __future__ import annotations
@@ -17,25 +22,11 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
-from qdgan import metrics
+from qdgan import density, ema, fast, gan_step, metrics, optim
 from qdgan.scaling import DataStats, electrons_in, encode_input, from_unit_range, with_electrons
-
-GAN_MODES = ("vanilla", "lsgan")
-
-
-def _adam(net: nn.Module, lr: float, betas: Any, fused: bool) -> torch.optim.Adam:
-    """Adam; the fused kernel (torch ≥ 2.4 on CPU, any CUDA) saves ~25 % per step at small widths."""
-    params = list(net.parameters())
-    if fused:
-        try:
-            return torch.optim.Adam(params, lr=lr, betas=tuple(betas), fused=True)
-        except (RuntimeError, TypeError, ValueError):
-            pass  # older torch or unsupported device: the default (foreach) implementation
-    return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
 
 
 class Pix2Pix(L.LightningModule):
@@ -52,11 +43,17 @@ class Pix2Pix(L.LightningModule):
         lr_d: float = 2e-4,
         betas: tuple[float, float] = (0.5, 0.999),
         lr_decay_start: float = 1.0,
+        lr_schedule: str = "linear",
         max_steps: int = 0,
         eval_dropout: bool = False,
         channels_last: bool = False,
         compile: bool = False,
         fused_adam: bool = True,
+        joint_d_pass: bool = False,
+        autocast: str = "none",
+        uniform_dropout: bool = False,
+        ema_decay: float = 0.0,
+        density_output: str | None = None,
         log_every_n_steps: int = 10,
         mapping: str = "",
         input_name: str = "",
@@ -65,12 +62,14 @@ class Pix2Pix(L.LightningModule):
         electrons: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if gan_mode not in GAN_MODES:
-            raise ValueError(f"model.gan_mode={gan_mode!r}: expected one of {GAN_MODES}")
+        if gan_mode not in gan_step.GAN_MODES:
+            raise ValueError(f"model.gan_mode={gan_mode!r}: expected one of {gan_step.GAN_MODES}")
         if adv_weight < 0 or lambda_l1 < 0:
             raise ValueError(f"model.adv_weight={adv_weight}, model.lambda_l1={lambda_l1}: expected ≥ 0")
-        if not 0.0 <= lr_decay_start <= 1.0:
-            raise ValueError(f"model.lr_decay_start={lr_decay_start}: expected a fraction of max_steps in [0, 1]")
+        optim.check(lr_schedule, lr_decay_start)
+        fast.autocast_dtype(autocast, torch.device("cpu"))  # ValueError for an unknown setting
+        ema.check(ema_decay)
+        density.check(density_output, target_name, is_density)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self._build_networks()
@@ -82,20 +81,42 @@ class Pix2Pix(L.LightningModule):
         self.register_buffer("input_code", torch.zeros(3, dtype=torch.float64))  # encode_input: log offset, lo, hi
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self._val: dict[str, Any] = {}  # per-epoch accumulators (plain dict: not submodules)
+        self.autocast_dtype: torch.dtype | str | None = "unset"  # the training step's, set at its first call
 
     def _build_networks(self) -> None:
-        """G and D from their configs, with one more input channel, N, for a model of several N (`electrons`)."""
+        """G (and its EMA) and D from their configs, with one more input channel, N, for a model of several N
+        (`electrons`); G's output layer in fp32, without tanh under a density output; D's batch norms split."""
         hp = self.hparams
         more = {"in_channels": hp.generator_cfg.get("in_channels", 1) + 1} if self.conditioned else {}
-        self.generator = instantiate(hp.generator_cfg, **more)
+        self.generator = self._generator(more)
+        if hp.ema_decay > 0:
+            self.generator_ema = ema.start(self._generator(more), self.generator)
         more = {"in_channels": hp.discriminator_cfg.get("in_channels", 2) + 1} if self.conditioned else {}
         self.discriminator = instantiate(hp.discriminator_cfg, **more) if hp.adv_weight > 0 else None
+        if self.discriminator is not None and hp.joint_d_pass:
+            fast.split_batch_norms(self.discriminator)
         if hp.channels_last:
             self.to(memory_format=torch.channels_last)
+            for net in (self.generator, getattr(self, "generator_ema", None)):
+                if net is not None:
+                    fast.dense_grad_relus(net)
         # torch.compile'd callables live outside the module tree, so state_dict keys stay unchanged.
         self._nets: dict[str, Any] = {"g": self.generator, "d": self.discriminator}
         if hp.compile:
             self._nets = {k: torch.compile(v) if v is not None else None for k, v in self._nets.items()}
+
+    def _generator(self, more: dict[str, Any]) -> nn.Module:
+        net = instantiate(self.hparams.generator_cfg, **more)
+        if self.hparams.density_output:
+            density.drop_tanh(net)
+        if self.hparams.uniform_dropout:
+            fast.uniform_dropout(net)
+        return fast.fp32_output(net)
+
+    @property
+    def eval_generator(self) -> nn.Module:
+        """The generator that evaluates and predicts: the EMA of the weights when `ema_decay` > 0, else G."""
+        return self.generator_ema if self.hparams.ema_decay > 0 else self.generator
 
     @property
     def conditioned(self) -> bool:
@@ -173,16 +194,23 @@ class Pix2Pix(L.LightningModule):
         return with_electrons(x, n_electrons, max(self.electrons))
 
     def forward(self, x: Tensor) -> Tensor:
-        """G(α) on scaled inputs (B, C, H, W) → scaled outputs in [−1, 1]."""
+        """G(α) on scaled inputs (B, C, H, W) → scaled outputs (in [−1, 1] but for a density output's peaks):
+        the trained G in training mode, `eval_generator` in eval mode; a density output layer makes them
+        densities ≥ 0 of ∫n = N (each instance's N)."""
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self._nets["g"](x)
+        out = self._nets["g"](x) if self.training else self.eval_generator(x)
+        kind = self.hparams.density_output
+        if not kind:
+            return out
+        n_electrons, area = self.charge_of(x)
+        return density.scaled_density(out, kind, n_electrons, area, self.scale[2].item(), self.scale[3].item())
 
     def physical_prediction(self, x: Tensor) -> Tensor:
         """Scaled inputs (B, C, H, W) → predictions (B, H, W) in physical units, as evaluated: dropout
         (the noise γ) stays on only with `eval_dropout`, as the TF pix2pix does at test time."""
         if self.hparams.eval_dropout:
-            for m in self.generator.modules():
+            for m in self.eval_generator.modules():
                 if isinstance(m, nn.Dropout):
                     m.train()
         return self.unscale_target(self(x)).squeeze(1)
@@ -213,47 +241,18 @@ class Pix2Pix(L.LightningModule):
 
     # --- training --------------------------------------------------------------------------------
 
-    def _adversarial(self, logits: Tensor, real: bool) -> Tensor:
-        target = torch.ones_like(logits) if real else torch.zeros_like(logits)
-        if self.hparams.gan_mode == "lsgan":
-            return F.mse_loss(logits, target)
-        return F.binary_cross_entropy_with_logits(logits, target)
-
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        if self.hparams.channels_last:
-            x, y = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
+        """One D step and one G step (`gan_step.optimize`), then the EMA, the schedules and the loss logs."""
         hp = self.hparams
-        opts = self.optimizers()
-        opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
-        fake = self(x)
-        logs: dict[str, Tensor] = {}
-        if self.discriminator is not None:
-            disc = self._nets["d"]
-            d_real = disc(x, y)
-            d_fake = disc(x, fake.detach())
-            loss_d = 0.5 * (self._adversarial(d_real, True) + self._adversarial(d_fake, False))
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(loss_d)
-            opt_d.step()
-            loss_g_adv = self._adversarial(disc(x, fake), True)
-            logs |= {"train/loss_d": loss_d.detach(), "train/loss_g_gan": loss_g_adv.detach(),
-                     "train/d_real": torch.sigmoid(d_real).mean().detach(),
-                     "train/d_fake": torch.sigmoid(d_fake).mean().detach()}
-        else:
-            loss_g_adv = fake.new_zeros(())
-        loss_l1 = F.l1_loss(fake, y)
-        loss_g = hp.adv_weight * loss_g_adv + hp.lambda_l1 * loss_l1
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_g)
-        opt_g.step()
+        logs = gan_step.optimize(self, *batch)
         self.generator_steps += 1
+        if hp.ema_decay > 0:
+            ema.update(self.generator_ema, self.generator, ema.decay_at(hp.ema_decay, int(self.generator_steps)))
         for sched in self._schedulers():
             sched.step()
         if int(self.generator_steps) % hp.log_every_n_steps == 0:  # self.log costs ~0.1 ms per value
-            logs |= {"train/loss_g": loss_g.detach(), "train/loss_l1": loss_l1.detach(),
-                     "g_step": self.generator_steps.float()}
-            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=x.shape[0])
+            logs["g_step"] = self.generator_steps.float()
+            self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
 
     def _schedulers(self) -> list[Any]:
         scheds = self.lr_schedulers()
@@ -263,20 +262,11 @@ class Pix2Pix(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opts = [_adam(self.generator, hp.lr_g, hp.betas, hp.fused_adam)]
+        opts = [optim.adam(self.generator, hp.lr_g, hp.betas, hp.fused_adam)]
         if self.discriminator is not None:
-            opts.append(_adam(self.discriminator, hp.lr_d, hp.betas, hp.fused_adam))
-        if hp.lr_decay_start >= 1.0 or hp.max_steps <= 0:
-            return opts
-        # pix2pix schedule: constant, then linear decay to 0 over the last (1 − start) of training.
-        start = int(hp.lr_decay_start * hp.max_steps)
-        span = max(1, hp.max_steps - start)
-
-        def factor(step: int) -> float:
-            return 1.0 - max(0, step - start) / span
-
-        scheds = [torch.optim.lr_scheduler.LambdaLR(o, factor) for o in opts]
-        return opts, scheds
+            opts.append(optim.adam(self.discriminator, hp.lr_d, hp.betas, hp.fused_adam))
+        scheds = optim.schedulers(opts, hp.get("lr_schedule", "linear"), hp.lr_decay_start, hp.max_steps)
+        return (opts, scheds) if scheds else opts
 
     # --- evaluation ------------------------------------------------------------------------------
 

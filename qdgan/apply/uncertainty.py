@@ -24,7 +24,7 @@ from qdgan.scaling import is_density
 
 def has_dropout(model: Pix2Pix) -> bool:
     """Whether the generator has any active dropout layer (dropout=0 builds none)."""
-    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.generator.modules())
+    return any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.eval_generator.modules())
 
 
 @torch.no_grad()
@@ -42,7 +42,7 @@ def mc_spread(model: Pix2Pix, values: np.ndarray, k: int, batch_size: int = 100,
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         model.eval()
-        drops = [m for m in model.generator.modules() if isinstance(m, nn.Dropout)]
+        drops = [m for m in model.eval_generator.modules() if isinstance(m, nn.Dropout)]  # the EMA when on
         try:
             for m in drops:
                 m.train()

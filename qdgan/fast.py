@@ -1,0 +1,163 @@
+"""Speed switches of the training step that leave its arithmetic as it was (docs/training.md, "Speed").
+
+- `SplitBatchNorm2d`: batch norm that normalizes each of `groups` equal parts of a batch with that part's own
+  statistics, exactly as separate passes would. It lets D see real and fake pairs in one pass (one conv call per
+  layer instead of two) while every number it computes stays that of the reference's two separate passes: D's
+  batch norm never mixes real and fake statistics.
+- `fp32_output`: the generator's output layer runs in fp32 under bf16 autocast, so the outputs (and the L1 loss
+  and the SSIM of the predictions) are not quantized to bf16's 8 bits (a bf16 output step is 0.4 % of the target
+  range, visible in low densities).
+- `autocast_dtype`: the autocast dtype of a `model.autocast` setting on a device (`auto`: bf16 where the hardware
+  computes it natively, else none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+AUTOCAST = ("none", "bf16", "auto")
+
+
+class SplitBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training-mode forward normalizes each of `groups` equal batch parts on its own (the
+    running statistics updated part by part, in order). `groups` = 1: plain BatchNorm2d. Same state-dict keys."""
+
+    groups: int = 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.groups == 1 or not self.training:
+            return super().forward(x)
+        return torch.cat([super(SplitBatchNorm2d, self).forward(part) for part in x.chunk(self.groups)])
+
+
+def split_batch_norms(net: nn.Module) -> nn.Module:
+    """Turn every BatchNorm2d of `net` into a `SplitBatchNorm2d` in place (same parameters and buffers)."""
+    for m in net.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = SplitBatchNorm2d
+    return net
+
+
+@contextlib.contextmanager
+def batch_groups(net: nn.Module, groups: int) -> Iterator[None]:
+    """Within the block, `net`'s split batch norms normalize `groups` equal parts of each batch separately."""
+    norms = [m for m in net.modules() if isinstance(m, SplitBatchNorm2d)]
+    for m in norms:
+        m.groups = groups
+    try:
+        yield
+    finally:
+        for m in norms:
+            m.groups = 1
+
+
+def output_layer(generator: nn.Module) -> nn.Module:
+    """The generator's output layer: its `head` (UNetGenerator), else its last child module."""
+    head = getattr(generator, "head", None)
+    if isinstance(head, nn.Module):
+        return head
+    children = list(generator.children())
+    if not children:
+        raise ValueError(f"{type(generator).__name__} has no output layer to run in fp32")
+    return children[-1]
+
+
+def fp32_output(generator: nn.Module) -> nn.Module:
+    """Run the generator's output layer in fp32 even under autocast (inputs cast up, autocast off inside).
+    The parameters and state-dict keys are unchanged; only that layer's forward is wrapped."""
+    layer = output_layer(generator)
+    if getattr(layer, "_fp32_output", False):
+        return generator
+    inner = layer.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(args[0].device.type, enabled=False):
+            return inner(*(a.float() if torch.is_tensor(a) else a for a in args), **kwargs)
+
+    layer.forward = forward
+    layer._fp32_output = True
+    return generator
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether `device` computes bf16 convolutions natively (CUDA with bf16; CPU with AVX-512 BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """bf16 for `bf16`, and for `auto` where `bf16_native`; None (fp32) otherwise."""
+    if setting not in AUTOCAST:
+        raise ValueError(f"model.autocast={setting!r}: expected one of {AUTOCAST}")
+    if setting == "bf16" or (setting == "auto" and bf16_native(device)):
+        return torch.bfloat16
+    return None
+
+
+def autocast(dtype: torch.dtype | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """torch.autocast to `dtype` on `device`, or nothing when dtype is None."""
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+class UniformDropout(nn.Dropout):
+    """nn.Dropout with its mask drawn as uniform numbers ≥ p (the same Bernoulli(1 − p) keep-mask, other draws):
+    CPU's bernoulli_ takes ~10 ns per element, four times torch.rand's. Same module, same state."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand_like(x, dtype=torch.float32) >= self.p
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
+
+
+def uniform_dropout(net: nn.Module) -> nn.Module:
+    """Turn every nn.Dropout of `net` into a `UniformDropout` in place."""
+    for m in net.modules():
+        if type(m) is nn.Dropout:
+            m.__class__ = UniformDropout
+    return net
+
+
+class _ReLU(torch.autograd.Function):
+    """ReLU whose backward first copies its incoming gradient into the output's memory format."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        out = torch.relu(x)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (out,) = ctx.saved_tensors
+        nhwc = out.dim() == 4 and out.is_contiguous(memory_format=torch.channels_last)
+        grad = grad.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        return torch.ops.aten.threshold_backward(grad, out, 0)
+
+
+class DenseGradReLU(nn.ReLU):
+    """nn.ReLU (same results) for NHWC U-Net decoders: the gradient a ReLU gets back through a skip connection's
+    torch.cat is a channel slice of an NHWC tensor, strided, and bf16's ReLU backward on strided gradients is ~20×
+    slower than a copy plus the dense kernel."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _ReLU.apply(x)
+
+
+def dense_grad_relus(net: nn.Module) -> nn.Module:
+    """Turn every nn.ReLU of `net` into a `DenseGradReLU` in place."""
+    for m in net.modules():
+        if type(m) is nn.ReLU:
+            m.__class__ = DenseGradReLU
+    return net

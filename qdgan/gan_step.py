@@ -1,0 +1,77 @@
+"""The optimisation step of `Pix2Pix` (paper eqs. 9-10), one batch: G forward; D step on (α, β) vs (α, G(α))
+detached, loss_D = (real + fake)/2; G step with D frozen, one D pass on (α, G(α)), adv_weight·GAN + λ·L1.
+
+Each speed switch keeps this arithmetic (`qdgan.fast`): `joint_d_pass` gives D both pairs in one pass with per-half
+batch norm (the numbers of two passes); `autocast` runs G and D in bf16 but G's output layer, the losses and the
+optimizers in fp32; freezing D's weights in G's backward only skips gradients the reference skips too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from qdgan import fast
+
+GAN_MODES = ("vanilla", "lsgan")
+
+
+def adversarial(logits: Tensor, real: bool, gan_mode: str) -> Tensor:
+    """Eq. 9's terms in fp32: BCE with logits (vanilla) or the least-squares loss (lsgan) toward 1 or 0."""
+    logits = logits.float()
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    if gan_mode == "lsgan":
+        return F.mse_loss(logits, target)
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def d_logits(model: Any, x: Tensor, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """D's logits on (x, real) and (x, fake): two passes, or one over both with per-half batch norm."""
+    disc = model._nets["d"]
+    if not model.hparams.joint_d_pass:
+        return disc(x, real), disc(x, fake)
+    with fast.batch_groups(model.discriminator, 2):
+        logits = disc(torch.cat([x, x]), torch.cat([real, fake]))
+    return logits[: len(x)], logits[len(x):]
+
+
+def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """One D step and one G step of `model` (a Pix2Pix in manual optimization) on scaled (x, y); the losses."""
+    hp = model.hparams
+    if hp.channels_last:
+        x, y = (t.contiguous(memory_format=torch.channels_last) for t in (x, y))
+    opts = model.optimizers()
+    opt_g, opt_d = (opts[0], opts[1]) if isinstance(opts, list) else (opts, None)
+    if model.autocast_dtype == "unset":
+        model.autocast_dtype = fast.autocast_dtype(hp.autocast, model.device)
+    cast, device = model.autocast_dtype, model.device
+    with fast.autocast(cast, device):
+        fake = model(x)  # fp32: G's output layer runs in fp32
+    logs: dict[str, Tensor] = {}
+    disc = model.discriminator
+    if disc is not None:
+        with fast.autocast(cast, device):
+            real_logits, fake_logits = d_logits(model, x, y, fake.detach())
+            loss_d = 0.5 * (adversarial(real_logits, True, hp.gan_mode) + adversarial(fake_logits, False, hp.gan_mode))
+        opt_d.zero_grad(set_to_none=True)
+        model.manual_backward(loss_d)
+        opt_d.step()
+        disc.requires_grad_(False)  # G's backward needs no gradients of D's weights
+        with fast.autocast(cast, device):
+            loss_g_adv = adversarial(model._nets["d"](x, fake), True, hp.gan_mode)
+        logs |= {"train/loss_d": loss_d.detach(), "train/loss_g_gan": loss_g_adv.detach(),
+                 "train/d_real": torch.sigmoid(real_logits.detach().float()).mean(),
+                 "train/d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
+    else:
+        loss_g_adv = fake.new_zeros(())
+    loss_l1 = F.l1_loss(fake, y)
+    loss_g = hp.adv_weight * loss_g_adv + hp.lambda_l1 * loss_l1
+    opt_g.zero_grad(set_to_none=True)
+    model.manual_backward(loss_g)
+    opt_g.step()
+    if disc is not None:
+        disc.requires_grad_(True)
+    return logs | {"train/loss_g": loss_g.detach(), "train/loss_l1": loss_l1.detach()}

@@ -1,0 +1,322 @@
+"""Training options of conf/model (issue 12): the step of the best checkpoint in metrics.json and the summaries;
+the EMA of G's weights (analytic after k steps, used for evaluation, resumable); the density output layer (n ≥ 0,
+∫n = N per instance, refused for n_int ↦ V); the cosine schedule; the speed switches keep the step's arithmetic
+(joint D pass = two passes, fp32 output layer under bf16 autocast)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from tiny import ROOT, compose_train, run_tiny, tiny_overrides
+
+from qdgan import density, ema, fast, gan_step, optim
+from qdgan.pix2pix import Pix2Pix
+from qdgan.scaling import DataStats, with_electrons
+from qdgan.train import callbacks
+from qdgan.train.run import build_model
+
+VOLATILE = ("train_seconds", "run_dir", "best_checkpoint")
+
+
+def tiny_model(*overrides: str, mapping: str = "v_to_nint") -> Pix2Pix:
+    cfg = compose_train([f"mapping={mapping}", "generator.ngf=4", "discriminator.ndf=4", *overrides])
+    model = build_model(cfg)
+    model.set_data_stats(DataStats(0.0, 1.0, 0.0, 0.05, torch.zeros(64, 64), pixel_area=0.25, n_electrons=2,
+                                   input_code=(0.0, 0.0, 1.0)))
+    return model
+
+
+class Weights(L.Callback):
+    """G's weights after every training batch."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, torch.Tensor]] = []
+
+    def on_train_batch_end(self, trainer, pl_module, *args) -> None:
+        self.seen.append({k: v.detach().clone() for k, v in pl_module.generator.state_dict().items()})
+
+
+def fit(model: Pix2Pix, steps: int, batch: int = 4, seed: int = 0, callbacks_: list | None = None) -> None:
+    """`steps` generator steps of the real training path on random in-memory batches."""
+    from qdgan.datamodule import TensorBatches
+
+    g = torch.Generator().manual_seed(seed)
+    x, y = (torch.rand(batch * steps, 1, 64, 64, generator=g) * 2 - 1 for _ in range(2))
+    per_batch = 2 if model.discriminator is not None else 1
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=per_batch * steps, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=callbacks_ or [])
+    trainer.fit(model, train_dataloaders=TensorBatches(x, y, batch, shuffle=False))
+
+
+# --- the step of the best checkpoint --------------------------------------------------------------------------
+
+
+def test_metrics_and_summaries_give_the_step_of_the_best_checkpoint(tiny_data, tmp_path, monkeypatch, capsys):
+    def falling_r2(self):  # validation R² that only falls: the best checkpoint is the first validation's
+        self.log("val/r2", torch.tensor(1.0 / max(1.0, float(self.generator_steps))))
+
+    monkeypatch.setattr(Pix2Pix, "on_validation_epoch_end", falling_r2)
+    run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path)), tmp_path)  # 6 steps, validation every 3
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["best_step"] == 3 and metrics["generator_steps"] == 6
+    assert metrics["best_val_r2"] == pytest.approx(1 / 3)
+    best = torch.load(tmp_path / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert int(best["state_dict"]["generator_steps"]) == 3
+    assert "validation R² 0.3333 at generator step 3 of 6" in capsys.readouterr().out
+
+    from qdgan.study.summary import MARKDOWN
+    from qdgan.train.logs import WANDB_TABLE, _lookup
+
+    assert _lookup(metrics, WANDB_TABLE["best_step"]) == 3
+    assert MARKDOWN["best_step"][0] == "best at step"
+
+
+# --- EMA ------------------------------------------------------------------------------------------------------
+
+
+def test_ema_update_is_the_analytic_average_on_a_toy():
+    net, avg = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    ema.start(avg, net)
+    expected = {k: v.clone() for k, v in net.state_dict().items()}
+    for t in range(1, 6):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        d = ema.decay_at(0.9, t)
+        assert d == min(0.9, (1 + t) / (10 + t))
+        ema.update(avg, net, d)
+        expected = {k: d * expected[k] + (1 - d) * v for k, v in net.state_dict().items()}
+    for k, v in avg.state_dict().items():
+        torch.testing.assert_close(v, expected[k])
+        assert not torch.allclose(v, net.state_dict()[k])
+    assert not any(p.requires_grad for p in avg.parameters())
+
+
+def test_ema_of_the_generator_after_k_steps_and_used_for_evaluation():
+    torch.manual_seed(0)
+    model = tiny_model("model.ema_decay=0.8")
+    start = {k: v.clone() for k, v in model.generator.state_dict().items()}
+    seen = Weights()
+    fit(model, steps=5, callbacks_=[seen])
+    expected = start
+    for t, weights in enumerate(seen.seen, start=1):
+        d = ema.decay_at(0.8, t)
+        expected = {k: d * expected[k] + (1 - d) * v if v.is_floating_point() else v for k, v in weights.items()}
+    average, raw = model.generator_ema.state_dict(), model.generator.state_dict()
+    for k, v in average.items():
+        torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(average["down.0.0.weight"], raw["down.0.0.weight"])
+    x = torch.rand(2, 1, 64, 64)
+    model.eval()
+    assert model.eval_generator is model.generator_ema
+    torch.testing.assert_close(model(x), model.generator_ema(x))
+    assert not torch.allclose(model(x), model.generator(x))
+
+
+def test_a_run_with_ema_resumed_after_a_crash_equals_the_uninterrupted_run(tiny_data, tmp_path, monkeypatch):
+    opts = ("model.ema_decay=0.9", "data.resize=72", "data.flip=true")
+    whole, crashed = tmp_path / "whole", tmp_path / "crashed"
+    run_tiny(compose_train(tiny_overrides(tiny_data, whole, *opts)), whole)
+    original = callbacks.History.on_train_batch_end
+
+    def dying(self, trainer, pl_module, *args):
+        original(self, trainer, pl_module, *args)
+        if int(pl_module.generator_steps) == 4 and not getattr(dying, "done", False):
+            dying.done = True
+            raise RuntimeError("simulated crash after generator step 4")
+
+    monkeypatch.setattr(callbacks.History, "on_train_batch_end", dying)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_tiny(compose_train(tiny_overrides(tiny_data, crashed, *opts)), crashed)
+    run_tiny(compose_train(tiny_overrides(tiny_data, crashed, *opts)), crashed)  # resumes from step 3
+
+    def result(run_dir: Path) -> tuple[dict, dict]:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+        return ({k: v for k, v in metrics.items() if k not in VOLATILE},
+                {k: v for k, v in state.items() if k.startswith("generator_ema.")})
+
+    (m1, e1), (m2, e2) = result(whole), result(crashed)
+    assert m1 == m2 and e1 and e1.keys() == e2.keys()
+    for k in e1:
+        torch.testing.assert_close(e1[k], e2[k], rtol=0, atol=0)
+
+
+# --- density output layer ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["softplus", "exp"])
+def test_density_output_is_nonnegative_and_integrates_to_n(kind):
+    model = tiny_model(f"model.density_output={kind}").eval()
+    x = torch.rand(3, 1, 64, 64) * 2 - 1
+    n = model.unscale_target(model(x)).squeeze(1)
+    assert float(n.min()) >= 0
+    torch.testing.assert_close(n.sum(dim=(1, 2)) * 0.25, torch.full((3,), 2.0))
+    assert not isinstance(model.generator.head[-1], torch.nn.Tanh)
+
+
+def test_density_output_integrates_to_each_instances_n_in_a_model_of_several_n():
+    model = tiny_model("model.density_output=softplus")
+    model.condition_on([1, 2, 3])
+    model.eval()
+    electrons = torch.tensor([1.0, 3.0, 2.0, 3.0])
+    x = with_electrons(torch.rand(4, 1, 64, 64) * 2 - 1, electrons, 3)
+    n = model.unscale_target(model(x)).squeeze(1)
+    assert float(n.min()) >= 0
+    torch.testing.assert_close(n.sum(dim=(1, 2)) * 0.25, electrons)
+    raw = torch.randn(4, 1, 8, 8, dtype=torch.float64) * 30  # large raw values: no overflow, same charge
+    torch.testing.assert_close(density.density(raw, "exp", electrons, 1.0).sum(dim=(1, 2, 3)), electrons)
+
+
+def test_density_output_trains_and_is_refused_for_a_potential_target(tiny_data, tmp_path):
+    metrics = run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path, "model.density_output=softplus",
+                                                    "max_steps=2", "val_every_n_steps=2")), tmp_path)
+    assert metrics["mean"]["charge_error"] < 1e-4 and math.isfinite(metrics["r2"])
+    with pytest.raises(ValueError, match=r"model.density_output=softplus: the target potential is not a density"):
+        tiny_model("model.density_output=softplus", mapping="nint_to_v")
+
+
+# --- learning-rate schedules ------------------------------------------------------------------------------------
+
+
+def test_cosine_and_linear_schedules():
+    cos, lin = optim.lr_factor("cosine", 0.5, 100), optim.lr_factor("linear", 0.5, 100)
+    assert cos(0) == cos(50) == lin(50) == 1.0
+    assert cos(75) == pytest.approx(0.5) and lin(75) == pytest.approx(0.5)
+    assert cos(60) > lin(60) and cos(90) < lin(90)  # half a cosine: slow start, slow end
+    assert cos(100) == pytest.approx(0.0) and lin(100) == 0.0 and cos(200) == pytest.approx(0.0)
+    model = tiny_model("model.lr_schedule=cosine", "model.lr_decay_start=0", "max_steps=4")
+    opts, scheds = model.configure_optimizers()
+    assert len(scheds) == 2
+    lrs = []
+    for _ in range(4):
+        for s in scheds:
+            s.step()
+        lrs.append(opts[0].param_groups[0]["lr"])
+    assert lrs == pytest.approx([2e-4 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)])
+    with pytest.raises(ValueError, match=r"model\.lr_schedule='step'"):
+        tiny_model("model.lr_schedule=step")
+
+
+# --- speed switches keep the arithmetic -----------------------------------------------------------------------
+
+
+def test_joint_d_pass_computes_what_two_passes_compute():
+    torch.manual_seed(1)
+    two, one = tiny_model("model.joint_d_pass=false"), tiny_model("model.joint_d_pass=true")
+    one.load_state_dict(two.state_dict())
+    x, y, fake = (torch.rand(4, 1, 64, 64) * 2 - 1 for _ in range(3))
+    losses = []
+    for model in (two, one):
+        model.train()
+        real_logits, fake_logits = gan_step.d_logits(model, x, y, fake)
+        loss = 0.5 * (gan_step.adversarial(real_logits, True, "vanilla")
+                      + gan_step.adversarial(fake_logits, False, "vanilla"))
+        model.discriminator.zero_grad()
+        loss.backward()
+        losses.append((loss, real_logits, fake_logits))
+    for a, b in zip(*losses, strict=True):
+        torch.testing.assert_close(a, b)
+    for (k, p), q in zip(two.discriminator.named_parameters(), one.discriminator.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, msg=k)
+    for (k, a), b in zip(two.discriminator.state_dict().items(), one.discriminator.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)  # running statistics: part by part, as two passes update them
+    assert any(isinstance(m, fast.SplitBatchNorm2d) for m in one.discriminator.modules())
+
+
+@pytest.mark.parametrize("switch", ["model.joint_d_pass=true", "model.channels_last=true"])
+def test_a_training_step_with_a_switch_computes_the_papers_gradients(switch):
+    """Gradients of one full step (G's from its step, D's from its step) and the statistics; weights after Adam are
+    no test: its first step is ±lr wherever a gradient is ~0, whatever the rounding."""
+    torch.manual_seed(2)
+    paper, fast_ = tiny_model("model=pix2pix_paper"), tiny_model("model=pix2pix_paper", switch)
+    fast_.load_state_dict(paper.state_dict())
+    for model in (paper, fast_):
+        torch.manual_seed(3)  # the same dropout draws (NHWC draws its masks in its memory order: no dropout there)
+        if switch == "model.channels_last=true":
+            model.generator.apply(lambda m: setattr(m, "p", 0.0) if isinstance(m, torch.nn.Dropout) else None)
+        fit(model, steps=1)
+    for (k, p), q in zip(paper.named_parameters(), fast_.parameters(), strict=True):
+        scale = float(p.grad.abs().max())
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-4 * scale, msg=k)
+    for k, v in paper.state_dict().items():
+        if "running" in k:
+            torch.testing.assert_close(fast_.state_dict()[k], v, rtol=1e-4, atol=1e-6, msg=k)
+    assert all(p.requires_grad for p in fast_.discriminator.parameters())  # unfrozen after G's step
+
+
+def test_bf16_autocast_keeps_the_output_layer_in_fp32():
+    model = tiny_model("model.autocast=bf16")
+    assert fast.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    x = torch.rand(2, 1, 64, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    assert out.dtype == torch.float32
+    assert not torch.equal(out, out.bfloat16().float())  # not quantized to bf16's 8 bits
+    fit(model, steps=2)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match=r"model\.autocast='fp16'"):
+        tiny_model("model.autocast=fp16")
+
+
+def test_the_benchmarks_reference_has_our_network_sizes():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from train_speed import Reference
+
+    for ngf in (16, 64):
+        ref, ours = Reference(ngf), tiny_model(f"generator.ngf={ngf}", f"discriminator.ndf={ngf}")
+        for a, b in ((ref.net_g, ours.generator), (ref.net_d, ours.discriminator)):
+            n_ref, n_ours = (sum(p.numel() for p in m.parameters()) for m in (a, b))
+            assert 0 <= n_ours - n_ref <= 9 * ngf, (ngf, n_ref, n_ours)  # our norm-free 1st and innermost convs: biases
+        ref.optimize_parameters(torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64))
+
+
+def test_dense_adam_steps_channels_last_parameters_like_adam():
+    shapes = [(8, 4, 4, 4), (4, 1, 4, 4), (5,)]
+    torch.manual_seed(0)
+    nhwc = [torch.nn.Parameter(torch.randn(s).contiguous(memory_format=torch.channels_last) if len(s) == 4
+                               else torch.randn(s)) for s in shapes]
+    plain = [torch.nn.Parameter(p.detach().clone().contiguous()) for p in nhwc]
+    a, b = optim.DenseAdam(nhwc, lr=1e-2, betas=(0.5, 0.999)), torch.optim.Adam(plain, lr=1e-2, betas=(0.5, 0.999))
+    for _ in range(3):
+        for p, q in zip(nhwc, plain, strict=True):
+            g = torch.randn(p.shape)
+            p.grad, q.grad = g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g, g.clone()
+        a.step()
+        b.step()
+        a.zero_grad()
+        b.zero_grad()
+    for p, q in zip(nhwc, plain, strict=True):
+        torch.testing.assert_close(p, q)
+        assert p.grad is None
+    assert nhwc[0].is_contiguous(memory_format=torch.channels_last)
+    again = optim.DenseAdam(nhwc, lr=1e-2, betas=(0.5, 0.999))
+    again.load_state_dict(a.state_dict())  # resumable
+    model = tiny_model("model.channels_last=true")
+    assert isinstance(model.configure_optimizers()[0], optim.DenseAdam)
+    assert type(tiny_model("model=pix2pix_paper").configure_optimizers()[0]) is torch.optim.Adam
+
+
+def test_uniform_dropout_draws_bernoulli_masks_and_dense_grad_relu_is_relu():
+    drop = fast.uniform_dropout(torch.nn.Sequential(torch.nn.Dropout(0.5)))[0]
+    assert isinstance(drop, torch.nn.Dropout)  # MC dropout and eval_dropout find it
+    x = torch.ones(200_000)
+    out = drop(x)
+    assert set(out.unique().tolist()) == {0.0, 2.0} and abs(float((out > 0).float().mean()) - 0.5) < 0.01
+    assert torch.equal(drop.eval()(x), x)
+    relu = fast.dense_grad_relus(torch.nn.Sequential(torch.nn.ReLU()))[0]
+    big = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    x = big[:, :4].detach().requires_grad_()  # a strided channel slice, as a skip connection's gradient is
+    g = torch.randn(2, 8, 4, 4, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)[:, 4:]
+    y = relu(x)
+    y.backward(g)
+    ref_x = x.detach().clone().requires_grad_()
+    torch.relu(ref_x).backward(g)
+    assert torch.equal(y, torch.relu(x.detach())) and torch.equal(x.grad, ref_x.grad)
