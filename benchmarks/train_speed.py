@@ -126,7 +126,7 @@ class Reference:
         self.opt_d = torch.optim.Adam(self.net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
 
     def gan_loss(self, pred: torch.Tensor, real: bool) -> torch.Tensor:
-        return self.bce(pred, torch.tensor(1.0 if real else 0.0).expand_as(pred))
+        return self.bce(pred, torch.tensor(1.0 if real else 0.0, device=pred.device).expand_as(pred))
 
     def set_requires_grad(self, net: nn.Module, flag: bool) -> None:
         for p in net.parameters():
