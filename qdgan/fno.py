@@ -55,12 +55,15 @@ class ComplexWeight(nn.Module):
 
     @property
     def shape(self) -> torch.Size:
+        """The complex weight's shape."""
         return self.real.shape
 
     def to_tensor(self) -> Tensor:
+        """The complex weight (differentiable in both parts)."""
         return torch.complex(self.real, self.imag)
 
     def __getitem__(self, index: Any) -> Tensor:
+        """A slice of the complex weight, as SpectralConv takes its kept modes."""
         return self.to_tensor()[index]
 
 
@@ -126,4 +129,5 @@ class FNOGenerator(nn.Module):
         self.head = nn.Sequential(nn.Tanh() if tanh else nn.Identity())  # the output layer, as UNetGenerator's
 
     def forward(self, x: Tensor) -> Tensor:
+        """Scaled inputs (B, in_channels, H, W) → outputs (B, out_channels, H, W), in [−1, 1] with `tanh`."""
         return self.head(self.fno(x))
