@@ -67,3 +67,19 @@ def test_reports_carry_it_beside_the_existing_keys():
     assert "ssim_pm1" not in metrics.per_sample_errors(pred, ref)  # the validation loop's errors stay as they were
     old = dict(summary) | {"mean": {k: v for k, v in summary["mean"].items() if k != "ssim_pm1"}}
     assert "SSIM[±1]" not in metrics.report_line(old)  # reports written before it still print
+
+
+
+def test_train_metrics_take_ssim_pm1_on_the_models_own_range():
+    """metrics.json (train/evaluate.scores) scales by the training set's target range (the model's), not the test
+    set's: the same predictions score as metrics.ssim_pm1 on (target_min, target_max) of the model."""
+    from qdgan.train.evaluate import scores
+    from tests.test_training_options import tiny_model
+
+    model = tiny_model()  # target range (0, 0.05) nm⁻², unlike the test maps' own (0, ~0.02)
+    ref = blobs(4).float()
+    pred = ref + 1e-3 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(2))
+    got = scores(model, pred, ref, 2.0)["mean"]["ssim_pm1"]
+    want = float(metrics.ssim_pm1(pred, ref, (0.0, 0.05)).mean())
+    other = float(metrics.ssim_pm1(pred, ref).mean())
+    assert got == pytest.approx(want, rel=1e-6) and abs(want - other) > 1e-4

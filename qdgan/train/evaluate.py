@@ -36,7 +36,8 @@ def scores(model: Pix2Pix, pred: torch.Tensor, ref: torch.Tensor, n_el: torch.Te
     """`metrics.summarize` against the training mean, and for densities the charge-normalized predictions too."""
     mean_image, area = model.target_mean.cpu(), float(model.physics[0])
     charge = (n_el, area) if model.hparams.is_density else None
-    result = metrics.summarize(pred, ref, mean_image, UNITS[model.hparams.target_name], charge)
+    value_range = (float(model.scale[2]), float(model.scale[3])) if model.has_stats else None  # ssim_pm1: G's own range
+    result = metrics.summarize(pred, ref, mean_image, UNITS[model.hparams.target_name], charge, value_range)
     if model.hparams.is_density:  # the same predictions projected onto n ≥ 0, ∫n = N (not used for training)
         fixed = metrics.summarize(normalize_charge(pred, n_el, area), ref, mean_image, "", charge)
         result["charge_normalized"] = {"r2": fixed["r2"], "mean": fixed["mean"]}
