@@ -7,8 +7,8 @@
 - `fp32_output`: the generator's output layer runs in fp32 under bf16 autocast, so the outputs (and the L1 loss
   and the SSIM of the predictions) are not quantized to bf16's 8 bits (a bf16 output step is 0.4 % of the target
   range, visible in low densities).
-- `autocast_dtype`: the autocast dtype of a `model.autocast` setting on a device (`auto`: bf16 where the hardware
-  computes it natively, else none).
+- `autocast_dtype`: the autocast dtype of a `model.autocast` setting on a device (`auto`: bf16 on a CPU that
+  computes it natively, else none; on a GPU the trainer's precision decides, conf/trainer/gpu.yaml).
 """
 
 from __future__ import annotations
@@ -97,10 +97,11 @@ def bf16_native(device: torch.device) -> bool:
 
 
 def autocast_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """bf16 for `bf16`, and for `auto` where `bf16_native`; None (fp32) otherwise."""
+    """bf16 for `bf16`, and for `auto` on a CPU where `bf16_native`; None (fp32) otherwise. (On a GPU these small
+    networks are launch-bound: bf16 did not speed the step up on an H200; trainer=gpu sets its own precision.)"""
     if setting not in AUTOCAST:
         raise ValueError(f"model.autocast={setting!r}: expected one of {AUTOCAST}")
-    if setting == "bf16" or (setting == "auto" and bf16_native(device)):
+    if setting == "bf16" or (setting == "auto" and device.type == "cpu" and bf16_native(device)):
         return torch.bfloat16
     return None
 

@@ -255,6 +255,8 @@ def test_a_training_step_with_a_switch_computes_the_papers_gradients(switch):
 def test_bf16_autocast_keeps_the_output_layer_in_fp32():
     model = tiny_model("model.autocast=bf16")
     assert fast.autocast_dtype("bf16", torch.device("cpu")) is torch.bfloat16
+    assert fast.autocast_dtype("auto", torch.device("cuda")) is None  # on a GPU the trainer's precision decides
+    assert fast.autocast_dtype("none", torch.device("cpu")) is None
     x = torch.rand(2, 1, 64, 64)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(x)
