@@ -52,6 +52,8 @@ VARIANTS = {  # ours: train.py overrides on top of the config's defaults
             "model.uniform_dropout=true"],
     "default-fp32": ["model.autocast=none"],
     "default+joint": ["model.joint_d_pass=true"],
+    "default-ud": ["model.uniform_dropout=false"],
+    "default-cl": ["model.channels_last=false"],
 }
 
 
