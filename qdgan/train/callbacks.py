@@ -1,6 +1,7 @@
 """Callbacks of a training run. `History`: losses (Fig. 3), validation R² (Fig. 5/A5a) and SSIM/MSSIM
 of a fixed group of test instances over training (Fig. 4), for the run's figures. `RunState`: the random
-states and training time a resumed run needs to be the run it continues.
+states and training time a resumed run needs to be the run it continues. `TimedCheckpoints`: the weights
+every n generator steps with their wall-clock time (`timed_ckpt_every_n_steps`, time-to-accuracy benchmark).
 
 Both are callback state, so they travel in checkpoints and a resumed run continues the same curves;
 the history is also written to `history.json` at the end of fitting.
@@ -130,3 +131,31 @@ class RunState(L.Callback):
         self.seconds_before = float(state["train_seconds"])
         self._restore = state["rng"]
 
+
+
+class TimedCheckpoints(L.Callback):
+    """Weights every `every_n_steps` generator steps in `dirpath/step<S>.ckpt` (loadable by
+    `Pix2Pix.load_from_checkpoint`), listed in `dirpath/index.json` with the Unix time at which the save began,
+    the seconds all earlier timed saves took (so a benchmark can leave its own cost out) and `RunState`'s
+    training seconds. Nothing here steers training: the checkpoints are scored afterwards."""
+
+    def __init__(self, every_n_steps: int, dirpath: str) -> None:
+        self.every_n_steps = every_n_steps
+        self.dirpath = dirpath
+        self.entries: list[dict[str, Any]] = []
+        self.overhead_s = 0.0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = int(pl_module.generator_steps)
+        if step % self.every_n_steps:
+            return
+        began = time.time()
+        name = f"step{step:07d}.ckpt"
+        trainer.save_checkpoint(f"{self.dirpath}/{name}", weights_only=True)  # every rank: a collective call
+        state = next((c for c in trainer.callbacks if isinstance(c, RunState)), None)
+        self.entries.append({"step": step, "file": name, "unix_time": began, "overhead_s": self.overhead_s,
+                             "train_seconds": None if state is None else state.train_seconds})
+        if trainer.is_global_zero:
+            atomic_write_bytes(f"{self.dirpath}/index.json", json.dumps(self.entries, indent=1).encode())
+        self.overhead_s += time.time() - began

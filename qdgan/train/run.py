@@ -24,7 +24,7 @@ from qdgan.networks import receptive_field
 from qdgan.pix2pix import Pix2Pix
 from qdgan.scaling import is_density
 from qdgan.train import figures, rundir
-from qdgan.train.callbacks import History, RunState
+from qdgan.train.callbacks import History, RunState, TimedCheckpoints
 from qdgan.train.checkpoints import AtomicCheckpointIO
 from qdgan.train.evaluate import evaluate, write_metrics
 from qdgan.train.logs import build_loggers, finish_wandb
@@ -65,7 +65,7 @@ def optimizer_steps_per_batch(model: Pix2Pix) -> int:
 def check_settings(cfg: DictConfig) -> None:
     """Refuse run settings no training can follow, before any work (ValueError naming the key)."""
     for key, least in (("max_steps", 1), ("val_every_n_steps", 1), ("history_every_n_steps", 1),
-                       ("n_tracked", 0), ("n_panels", 0)):
+                       ("n_tracked", 0), ("n_panels", 0), ("timed_ckpt_every_n_steps", 0)):
         value = cfg.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{key}={value!r}: expected an integer ≥ {least}"
@@ -134,13 +134,15 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> di
     latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                              enable_version_counter=False)
     per_batch = optimizer_steps_per_batch(model)
+    every = cfg.get("timed_ckpt_every_n_steps", 0)
+    timed = [TimedCheckpoints(every, str(run_dir / "checkpoints" / "timed"))] if every else []
     loggers = build_loggers(cfg, run_dir, instantiate)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
         max_steps=cfg.max_steps * per_batch,
         val_check_interval=cfg.val_every_n_steps,
         check_val_every_n_epoch=None,
-        callbacks=[ckpt, latest, history, state],
+        callbacks=[ckpt, latest, history, state, *timed],
         logger=loggers,
         plugins=[AtomicCheckpointIO()],
         default_root_dir=str(run_dir),
