@@ -72,17 +72,19 @@ def test_timeline_adds_ed_and_leaves_out_the_saves_own_time():
 def test_benchmark_on_a_tiny_grid(tmp_path):
     """Clone HEAD (the committed script), tiny ED set, 6 steps, scores and table: the script end to end."""
     sets = [f"--set={o}" for o in tiny_overrides(tmp_path / "unused", tmp_path / "unused")
-            if not o.startswith(("data.path", "hydra.run.dir", "max_steps"))]
+            if not o.startswith(("data.path", "hydra.run.dir", "max_steps", "val_every_n_steps"))]
     gen = ["n_samples=60", "shard_size=30", *TINY_PHYSICS]
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--rows", "default", "--threads", "1",
          "--every-images", "8", "--out", str(tmp_path / "out"), "--max-minutes", "5", "--set=max_steps=6",
+         "--set=val_every_n_steps=2",
          *sets, *[f"--generate-set={g}" for g in gen]], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads((tmp_path / "out" / "results.json").read_text())
     row = result["rows"][0]
     assert [p["step"] for p in row["points"]] == [2, 4, 6]  # 8 images at batch 4
-    assert all(-10 < p["test_r2"] <= 1 for p in row["points"])
+    at_best = next(p for p in row["points"] if p["step"] == row["best_step"])
+    assert at_best["test_r2"] == pytest.approx(row["run_test_r2"], abs=1e-6)  # the same weights, scored alike
     minutes = [p["minutes"] for p in row["points"]]
     assert result["ed"]["ed_minutes"] < minutes[0] and minutes == sorted(minutes)
     assert result["ed"]["same_as_reference"] in (False, None)  # a tiny set is not the paper's
