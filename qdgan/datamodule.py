@@ -97,6 +97,7 @@ class EDDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
         input_log_floor: float = 0.0,
         generate: Any = None,
+        extra_train: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("input", input), ("target", target)):
@@ -110,6 +111,7 @@ class EDDataModule(L.LightningDataModule):
                 raise ValueError(f"data.{name}={value!r}: expected a positive integer")
         self.paths, self.listed = datasets.as_paths(path), datasets.is_list(path)
         self.path = self.paths[0]  # the set of a single `path`, the first one of a list
+        self.extra_train = datasets.as_paths(extra_train) if extra_train else []  # sets of training rows only
         self.input, self.target = input, target
         self.physics = PhysicsConfig.from_mapping(physics)
         self.potential = None if generate is None else _family_spec(generate, self.physics)
@@ -145,6 +147,7 @@ class EDDataModule(L.LightningDataModule):
         read, never generated: a set missing from it is refused with the command that makes it."""
         from physics import manifest
 
+        datasets.require_complete(self.extra_train, self.physics)
         if self.listed:
             datasets.require_complete(self.paths, self.physics)
             return
@@ -171,7 +174,8 @@ class EDDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.stats is not None:
             return
-        sets = datasets.open_sets([str(p) for p in self.paths] if self.listed else self.path)
+        sets = datasets.open_sets([str(p) for p in self.paths] if self.listed else self.path,
+                                  [str(p) for p in self.extra_train])
         own = sets.varying()  # fields the listed sets differ in (N, n_orbitals) are each set's own
         for k, ds in enumerate(sets.sets):
             _check_same_physics(ds.config, self.physics, sets.label(k) if self.listed else ds.directory, own)

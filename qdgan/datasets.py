@@ -7,6 +7,8 @@ their identities may differ only in the fields of `MAY_DIFFER`; each instance ke
 seed, size and potential spec: the N = 1…4 sets of issue 11) are split by potential instead (`split`), so no
 test potential is trained on with another N. A list is read, never generated: each set is made first by its own
 physics.generate. A single string is exactly one set: same rows, same arrays, same messages as before lists existed.
+`data.extra_train` sets follow `data.path`'s and only add training rows (`Sets.split`): the split of `data.path` stays
+what it is without them, so validation and test instances stay the same (data scale, issue 12).
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ class Sets:
     paths: list[Path]
     sets: list[Dataset]
     listed: bool  # data.path was a list (messages say data.path[k])
+    n_extra: int = 0  # the last n_extra sets are data.extra_train's: training rows only
 
     @property
     def offsets(self) -> np.ndarray:
@@ -164,7 +167,17 @@ class Sets:
     def split(self, split_seed: int, n_train: int, n_val: int, n_test: int) -> dict[str, np.ndarray]:
         """Rows of the concatenation in each split: `scaling.split_indices` over it, or, for sets that share
         their potentials, that split of one set (n_train/k, n_val/k, n_test/k for k sets) in every set, so each
-        potential is in one split with every N. ValueError when the split does not fit (or does not divide)."""
+        potential is in one split with every N. ValueError when the split does not fit (or does not divide).
+        With extra sets: the split of the others (their n_train capped at what they hold beyond n_val + n_test),
+        then the first training rows still missing from the extra sets, in order."""
+        if self.n_extra:
+            own = Sets(self.paths[:-self.n_extra], self.sets[:-self.n_extra], self.listed)
+            rows = own.split(split_seed, min(n_train, len(own) - n_val - n_test), n_val, n_test)
+            more = n_train - len(rows["train"])
+            if more > len(self) - len(own):
+                raise ValueError(f"n_train={n_train} is more than the {len(rows['train'])} training instances of "
+                                 f"data.path and the {len(self) - len(own)} of data.extra_train together")
+            return {**rows, "train": np.concatenate([rows["train"], len(own) + np.arange(more)])}
         if not self.shared_potentials:
             return split_indices(len(self), split_seed, n_train, n_val, n_test)
         k = len(self.sets)
@@ -175,11 +188,13 @@ class Sets:
         return {s: np.concatenate([r + off for off in self.offsets[:-1]]) for s, r in rows.items()}
 
 
-def open_sets(value: Any) -> Sets:
-    """Open every set of `data.path` (DatasetError names a bad shard) and refuse, in one line naming both sets
-    and the fields, a set whose identity differs from the first one's outside `MAY_DIFFER`."""
-    paths = as_paths(value)
-    sets = Sets(paths, [open_dataset(p) for p in paths], is_list(value))
+def open_sets(value: Any, extra: Any = None) -> Sets:
+    """Open every set of `data.path`, then of `data.extra_train` (DatasetError names a bad shard), and refuse, in
+    one line naming both sets and the fields, a set whose identity differs from the first one's outside
+    `MAY_DIFFER`."""
+    more = as_paths(extra) if extra else []
+    paths = as_paths([*map(str, as_paths(value)), *map(str, more)]) if more else as_paths(value)
+    sets = Sets(paths, [open_dataset(p) for p in paths], is_list(value) or bool(more), len(more))
     for k, ds in enumerate(sets.sets[1:], 1):
         if found := differences(sets.sets[0], ds):
             raise ValueError(f"data.path: {paths[0]} and {paths[k]} differ in their physics "

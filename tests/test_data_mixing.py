@@ -172,3 +172,35 @@ def test_trust_input_distances_of_a_list_run_use_every_sets_training_rows(sets, 
     train = split_indices(40, 0, 30, 5, 5)["train"]
     both = np.concatenate([open_dataset(sets[s])["potential"][:].reshape(20, -1) for s in ("paper", "gates")])
     assert np.allclose(stats["mean"], both[train].mean(axis=0), atol=1e-5)  # all 30 training rows, both sets
+
+
+def test_extra_train_sets_add_training_rows_and_keep_the_split(sets, tmp_path):
+    """data.extra_train (data scale, issue 12): validation and test are the set's own split, its training rows come
+    first and unchanged, then the extra set's first instances in order; too many is refused in one line."""
+    alone = _module(str(sets["paper"]), n_train=10)
+    extra = _make(tmp_path / "more", 20, 5)
+
+    def module(n_train: int) -> EDDataModule:
+        dm = EDDataModule(path=str(sets["paper"]), input="potential", target="n_int", physics=TINY, n_train=n_train,
+                          n_val=5, n_test=5, batch_size=4, eval_batch_size=5, resize=16, extra_train=[str(extra)])
+        dm.prepare_data()
+        dm.setup()
+        return dm
+
+    same = module(10)  # no more than the set holds: nothing is taken from the extra set
+    for split in ("train", "val", "test"):
+        assert np.array_equal(same.splits[split], alone.splits[split]), split
+        assert torch.equal(same.physical(split)[1], alone.physical(split)[1]), split
+    dm = module(22)
+    for split in ("val", "test"):
+        assert np.array_equal(dm.splits[split], alone.splits[split]), split
+        assert torch.equal(dm.physical(split)[0], alone.physical(split)[0]), split
+    assert np.array_equal(dm.splits["train"], np.concatenate([alone.splits["train"], 20 + np.arange(12)]))
+    x, y = dm.physical("train")
+    more = open_dataset(extra)
+    assert torch.equal(x[10:], torch.from_numpy(more.potential[:12]))
+    assert torch.equal(y[:10], alone.physical("train")[1])
+    assert dm.scaled("train")[0].shape == (22, 1, 16, 16)
+    with pytest.raises(ValueError) as err:
+        module(31)
+    _one_line(err, "n_train=31", "data.extra_train")
