@@ -15,7 +15,8 @@ later one stays at or above it. A row ends at its config's max_steps or after --
     # → outputs/time_to_accuracy/{table.md, results.json, time_to_accuracy.png, rows/<row>/}
 
 Rows: `default` (the config as it is), `paper` (model=pix2pix_paper at batch 1: the paper's step and batch,
-validation every 4800 images as the default's 300 × 16), and `--row NAME='override …'` for any other. A rerun
+validation every 4800 images as the default's 300 × 16), any conf/ablation name (`--rows ema`: ablation=ema), and
+`--row NAME='override …'` for any other. A rerun
 reuses the clone's data set and finished rows (rows/<row>/row.json); --fresh starts over.
 """
 
@@ -33,11 +34,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CEILING = 1_000_000  # max_steps where the time budget ends a row
-ROWS: dict[str, list[str]] = {
+ROWS: dict[str, list[str]] = {  # any other name in --rows: ablation=<name> (conf/ablation/, study=accuracy's arms)
     "default": [],
     "paper": ["model=pix2pix_paper", "data.batch_size=1", f"max_steps={CEILING}", "val_every_n_steps=4800"],
-    "l1_only": ["model.adv_weight=0"],
-    "ema": ["model.ema_decay=0.999"],
 }
 THRESHOLDS = (0.98, 0.99)
 
@@ -218,7 +217,8 @@ def run_row(name: str, overrides: list[str], args: argparse.Namespace, env: dict
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", nargs="+", default=["default", "paper"], help=f"rows to run, of {list(ROWS)}")
+    parser.add_argument("--rows", nargs="+", default=["default", "paper"],
+                        help=f"rows to run: {', '.join(ROWS)} or a conf/ablation name")
     parser.add_argument("--row", action="append", default=[], metavar="NAME='OVERRIDES'",
                         help="another row: a name and its train.py overrides (repeatable; runs after --rows)")
     parser.add_argument("--max-minutes", type=float, default=20.0, help="training budget per row (max_time)")
@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.score:
         return score(args.score)
-    rows = {r: ROWS[r] for r in args.rows} | {n: o.split() for n, _, o in (r.partition("=") for r in args.row)}
+    rows = {r: ROWS.get(r, [f"ablation={r}"]) for r in args.rows}
+    rows |= {n: o.split() for n, _, o in (r.partition("=") for r in args.row)}
     args.out = args.out.resolve()
     if args.fresh:
         shutil.rmtree(args.out / "clone", ignore_errors=True)
