@@ -67,17 +67,6 @@ def train(mapping: str, model: str, run_dir: Path, overrides: list[str], threads
     return metrics
 
 
-def period2_share(error: Any) -> float:
-    """Share of the error maps' power (B, H, W) in the period-2 Fourier components (π, π), (π, 0), (0, π):
-    checkerboard and stripe artifacts; white noise gives 3/(H·W), smooth errors ~0."""
-    import torch
-
-    power = torch.fft.fft2(error - error.mean(dim=(-2, -1), keepdim=True)).abs().square()
-    h, w = error.shape[-2:]
-    nyquist = power[:, h // 2, w // 2] + power[:, h // 2, 0] + power[:, 0, w // 2]
-    return float(nyquist.sum() / power.sum())
-
-
 def rescore(run_dir: Path, metrics: dict[str, Any]) -> tuple[int, float, float]:
     """(parameters of G, mean SSIM on [−1, 1] by the model's own range, `period2_share` of the errors) of the
     run's best checkpoint (last when none was kept) on its test rows: metrics.json's ssim_pm1 may use the test
@@ -87,7 +76,7 @@ def rescore(run_dir: Path, metrics: dict[str, Any]) -> tuple[int, float, float]:
     from omegaconf import OmegaConf
 
     from physics.dataset import open_dataset
-    from qdgan.metrics import ssim_pm1
+    from qdgan.metrics import period2_share, ssim_pm1
     from qdgan.pix2pix import Pix2Pix
 
     ckpts = run_dir / "checkpoints"

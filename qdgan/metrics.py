@@ -263,6 +263,15 @@ def report_line(summary: dict[str, Any]) -> str:
     return line
 
 
+def period2_share(error: Tensor) -> float:
+    """Share of the error maps' power (B, H, W) in the period-2 Fourier components (π, π), (π, 0), (0, π):
+    checkerboard and stripe artifacts at grid scale; white noise gives 3/(H·W), smooth errors ~0."""
+    power = torch.fft.fft2(error - error.mean(dim=(-2, -1), keepdim=True)).abs().square()
+    h, w = error.shape[-2:]
+    nyquist = power[:, h // 2, w // 2] + power[:, h // 2, 0] + power[:, 0, w // 2]
+    return float(nyquist.sum() / power.sum())
+
+
 def charge_error(density: Tensor, n_electrons: Tensor | float, pixel_area: float) -> Tensor:
     """|h²·Σ ñ − N| per image: the deviation of the generated density's integral from the electron
     count N (one number, or each image's (B,)), with `pixel_area` = h² in nm² and `density` in nm⁻²."""

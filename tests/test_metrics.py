@@ -205,3 +205,16 @@ def test_charge_error_of_a_normalised_density_is_zero():
     density = _density(2, n=n)
     density = 2 * density / (h2 * density.sum(dim=(-2, -1), keepdim=True))
     torch.testing.assert_close(charge_error(density, 2, h2), torch.zeros(2, dtype=density.dtype))
+
+
+def test_period2_share_sees_checkerboards_and_not_smooth_errors():
+    from qdgan.metrics import period2_share
+
+    i, j = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    checker = ((-1.0) ** (i + j)).double()[None]
+    smooth = torch.sin(2 * torch.pi * i / 64).double()[None]
+    assert period2_share(checker) == pytest.approx(1.0)
+    assert period2_share(smooth) < 1e-12
+    assert period2_share(smooth + 0.1 * checker) == pytest.approx(0.01 / (0.01 + 0.5), rel=1e-6)
+    noise = torch.randn(200, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert period2_share(noise) == pytest.approx(3 / 64**2, rel=0.2)
