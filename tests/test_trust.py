@@ -17,7 +17,7 @@ from tiny import ROOT, TINY_PHYSICS, compose_app, train_tiny
 from physics.dataset import open_dataset
 from qdgan.apply import InputError, calibrate, checkpoint, trust
 from qdgan.apply.predict import run_predict
-from qdgan.apply.uncertainty import features, input_stats, mc_spread
+from qdgan.apply.uncertainty import features, input_stats, mc_spread, symmetries, tta_spread
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,6 +64,56 @@ def test_input_distance_is_larger_for_alien_inputs(ckpt, tiny_data):
     assert np.median(wide["d_pca"]) > 2 * np.median(near["d_pca"])
     cached, _ = input_stats(ckpt, model, None)  # read back from the cache, no config needed
     np.testing.assert_array_equal(cached["components"], stats["components"])
+    # the local features: the bottleneck reference of the training inputs is cached with the components
+    assert set(trust.LOCAL) <= set(near) and len(stats["ref_points"]) == len(stats["ref_own"]) > trust.K_NEIGHBOURS
+    assert 0.7 < np.median(near["knn"]) < 1.4  # unseen maps of the training kind: as close as training maps are
+    assert np.median(wide["knn"]) > 2 * np.median(near["knn"]) and np.median(far["knn"]) > np.median(near["knn"])
+    assert all(np.isfinite(near[f]).all() and (near[f] >= 0).all() for f in ("tta", *trust.LOCAL))
+
+
+def test_tta_is_zero_for_an_equivariant_map_and_not_for_others():
+    x = torch.rand(5, 16, 16, dtype=torch.float64)
+    group = symmetries()
+    assert len(group) == 8 and all(torch.equal(inv(g(x)), x) for g, inv in group)
+    assert len({tuple(g(torch.arange(16.0).reshape(1, 4, 4)).flatten().tolist()) for g, _ in group}) == 8  # distinct
+    blur = torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=torch.float64)[None, None] / 16  # D4-symmetric
+
+    def equivariant(v: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.conv2d(v[:, None] ** 2, blur, padding=1)[:, 0]
+
+    mean = torch.zeros(16, 16, dtype=torch.float64)
+    assert tta_spread(equivariant, x, mean).abs().max() < 1e-12
+    assert (tta_spread(lambda v: torch.roll(v, 1, dims=-1), x, mean) > 1e-3).all()  # a shift is not equivariant
+    ramp = torch.linspace(0, 1, 16, dtype=torch.float64)
+    assert (tta_spread(lambda v: v * ramp, x, mean) > 1e-3).all()
+    assert len(symmetries(square=False)) == 4
+
+
+def test_knn_ratio_is_one_for_training_like_points_and_large_far_away():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(2000, 6)) * np.array([1, 1, 3, 3, 0.3, 0.3])  # anisotropic: the ratio is local
+    stats = trust.fit_reference(ref, np.full(2000, 0.01), np.full(2000, 0.05))
+    near = trust.local_features(stats, rng.normal(size=(400, 6)) * np.array([1, 1, 3, 3, 0.3, 0.3]),
+                                np.full(400, 0.02), np.full(400, 0.05))
+    assert 0.85 < np.median(near["knn"]) < 1.2
+    np.testing.assert_allclose(near["tta_local"], 2.0)  # twice the neighbours' typical tta
+    np.testing.assert_allclose(near["charge_local"], 1.0)
+    far = trust.local_features(stats, ref[:50] + 20.0, np.ones(50), np.ones(50))
+    assert np.median(far["knn"]) > 10
+    scaled = trust.local_features(trust.fit_reference(7 * ref, stats["ref_tta"], stats["ref_charge"]),
+                                  7 * (ref[:50] + 20.0), np.ones(50), np.ones(50))
+    np.testing.assert_allclose(scaled["knn"], far["knn"], rtol=1e-6)  # a ratio: no unit
+    own, idx = trust.knn_distance(ref[:5], ref, k=3, exclude_self=True)
+    assert not (idx == np.arange(5)[:, None]).any() and (own > 0).all()  # a point is not its own neighbour
+
+
+def test_forward_selection_finds_the_features_that_make_the_error():
+    rng = np.random.default_rng(2)
+    a, b, noise = 10 ** rng.uniform(-3, -1, 600), 10 ** rng.uniform(-1, 0, 600), rng.uniform(1, 2, 600)
+    err = a * b * 10 ** rng.normal(0, 0.05, 600)
+    chosen, scores = trust.select({"mc": a, "tta": b, "d_res": noise}, err, ["mc", "tta", "d_res"])
+    assert sorted(chosen) == ["mc", "tta"] and scores["+".join(chosen)] > 0.95
+    assert scores[chosen[0]] < scores["+".join(chosen)]  # the second feature was added for a gain
 
 
 def test_calibration_recovers_a_monotone_error_and_round_trips(tmp_path):
@@ -100,6 +150,11 @@ def test_calibrate_command_and_calibrated_predictions(ckpt, tiny_data, tmp_path)
     assert t["threshold"] == pytest.approx(cal["threshold"])
     with h5py.File(tmp_path / "p.h5") as f:
         np.testing.assert_array_equal(f["estimated_r2"][...], t["estimated_r2"])
+    local = cal | {"features": ["tta", "knn", "charge_local"], "coef": [-3.0, 0.5, 1.0, 0.5], "threshold": 0.5}
+    trust.save_calibration(tmp_path / "local.json", local)  # the new features, computed at predict time
+    report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path / "local", "indices=0:8",
+                                     f"trust.calibration={tmp_path / 'local.json'}"))
+    assert report["trust"]["k"] == 0 and np.isfinite(report["trust"]["estimated_r2"]).all()  # no MC passes needed
 
 
 def test_uncalibrated_estimate_is_noted_and_threshold_flags(ckpt, tiny_data, tmp_path):

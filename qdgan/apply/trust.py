@@ -3,13 +3,18 @@
 R²_i = 1 − ||β_i − β̃_i||² / ||β_i − β̄||², β̄ the checkpoint's training-mean target image (eq. 16 per
 instance). Raw features, each a candidate error estimate (docs/inverse.md, "Trust"):
   mc     MC-dropout spread: Σ Var_K(ỹ) / Σ (ȳ − β̄)² over K stochastic passes (qdgan/apply/uncertainty.py)
+  tta    symmetry disagreement: the same spread over the 8 predictions g⁻¹ G(g α) of the square's symmetries g
+         (ED's maps are exactly equivariant under them; the network's are not, least where it is sure)
   charge |h²·Σñ − N| of a predicted density (electrons)
   d_pca  Mahalanobis distance of the encoded input in the top principal components of the training inputs
   d_res  the input's distance from that principal subspace, relative to the training inputs' median
+  knn    local distance: mean distance of the generator's bottleneck features to their K_NEIGHBOURS nearest
+         reference training inputs over those neighbours' own such distance (≈ 1 for a training-like input)
+  tta_local, charge_local  tta and charge over their means among those neighbours (the local typical value)
   contrast  Σ (ỹ − β̄)² / Σ β̄²: how far the prediction lies from the mean image, the scale of R²_i's
          denominator (not an error estimate alone; it lets the fit turn absolute errors into 1 − R²_i)
-The calibration (`<run dir>/trust.json`) is a least-squares fit of log(1 − R²_i) on the logs of the
-feature subset that ranks held-out errors best (5-fold Spearman), plus the flag threshold. Numpy only:
+The calibration (`<run dir>/trust.json`) is a least-squares fit of log(1 − R²_i) on the logs of a
+feature subset chosen by forward selection on 5-fold Spearman, plus the flag threshold. Numpy only:
 the ED workers that re-import the apply modules never load torch.
 """
 
@@ -23,14 +28,19 @@ import numpy as np
 
 from physics.files import atomic_write_bytes
 
-FEATURES = ("mc", "charge", "d_pca", "d_res", "contrast")
+FEATURES = ("mc", "tta", "charge", "d_pca", "d_res", "knn", "tta_local", "charge_local", "contrast")
+LOCAL = ("knn", "tta_local", "charge_local")  # need the reference training inputs' bottleneck features
 # log(x + floor): zeros stay finite
-FLOOR = {"mc": 1e-6, "charge": 1e-4, "d_pca": 1e-3, "d_res": 1e-3, "contrast": 1e-6}
+FLOOR = {"mc": 1e-6, "tta": 1e-6, "charge": 1e-4, "d_pca": 1e-3, "d_res": 1e-3, "knn": 1e-3, "tta_local": 1e-3,
+         "charge_local": 1e-3, "contrast": 1e-6}
 ERR_FLOOR = 1e-4  # 1 − R²_i below this is as good as perfect
 BAD_R2 = 0.9  # an instance with R²_i below this should be flagged
 CALIBRATION = "trust.json"
 INPUT_STATS = "trust_inputs.npz"
 N_COMPONENTS = 16
+N_REFERENCE = 5000  # training inputs whose bottleneck features, tta and charge the local features compare with
+K_NEIGHBOURS = 10
+MIN_GAIN = 0.002  # forward selection adds a feature only if the 5-fold Spearman rises by this much
 
 
 def run_dir(checkpoint: str | Path) -> Path:
@@ -73,6 +83,41 @@ def input_distance(stats: dict[str, Any], encoded: np.ndarray) -> tuple[np.ndarr
     return np.sqrt(((z / stats["sigma"]) ** 2).mean(axis=1)), res / float(stats.get("res_median", 1.0))
 
 
+def knn_distance(points: np.ndarray, ref: np.ndarray, k: int = K_NEIGHBOURS,
+                 exclude_self: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Mean Euclidean distance of each point to its `k` nearest rows of `ref`, and their indices (n, k);
+    `exclude_self`: `points` is `ref`, and a row is not its own neighbour."""
+    p, r = np.asarray(points, np.float64), np.asarray(ref, np.float64)
+    k = min(k, len(r) - exclude_self)
+    rr, dist, idx = (r**2).sum(axis=1), np.empty(len(p)), np.empty((len(p), k), dtype=np.int64)
+    for a in range(0, len(p), 1000):  # (1000, n_ref) distances at a time
+        d2 = np.maximum((p[a:a + 1000] ** 2).sum(axis=1)[:, None] + rr[None] - 2 * p[a:a + 1000] @ r.T, 0.0)
+        if exclude_self:
+            d2[np.arange(len(d2)), np.arange(a, a + len(d2))] = np.inf
+        near = np.argpartition(d2, k - 1, axis=1)[:, :k]
+        idx[a:a + 1000], dist[a:a + 1000] = near, np.sqrt(np.take_along_axis(d2, near, axis=1)).mean(axis=1)
+    return dist, idx
+
+
+def fit_reference(bottleneck: np.ndarray, tta: np.ndarray, charge: np.ndarray | None) -> dict[str, np.ndarray]:
+    """The reference of the local features: training inputs' bottleneck features, each one's own kNN
+    distance among them, and their tta and charge (charge: absent for a potential output)."""
+    own, _ = knn_distance(bottleneck, bottleneck, exclude_self=True)
+    ref = {"ref_points": np.asarray(bottleneck, np.float32), "ref_own": own, "ref_tta": np.asarray(tta, np.float64)}
+    return ref | ({"ref_charge": np.asarray(charge, np.float64)} if charge is not None else {})
+
+
+def local_features(stats: dict[str, Any], bottleneck: np.ndarray, tta: np.ndarray,
+                   charge: np.ndarray | None) -> dict[str, np.ndarray]:
+    """knn, tta_local and charge_local of instances with these bottleneck features, tta and charge."""
+    dist, idx = knn_distance(bottleneck, stats["ref_points"])
+    out = {"knn": dist / np.maximum(stats["ref_own"][idx].mean(axis=1), 1e-12),
+           "tta_local": tta / np.maximum(stats["ref_tta"][idx].mean(axis=1), 1e-12)}
+    if charge is not None and "ref_charge" in stats:
+        out["charge_local"] = charge / np.maximum(stats["ref_charge"][idx].mean(axis=1), 1e-12)
+    return out
+
+
 def save_input_stats(path: Path, stats: dict[str, Any]) -> None:
     import io
 
@@ -100,9 +145,10 @@ def _fit(features: dict[str, np.ndarray], err: np.ndarray, names: list[str]) -> 
     return coef
 
 
-def _cv_predict(features: dict[str, np.ndarray], err: np.ndarray, names: list[str], folds: int = 5) -> np.ndarray:
+def _cv_predict(features: dict[str, np.ndarray], err: np.ndarray, names: list[str], folds: int = 5,
+                seed: int = 0) -> np.ndarray:
     """Out-of-fold fitted log errors (5-fold): what the fit predicts for instances it has not seen."""
-    idx = np.random.default_rng(0).permutation(len(err))
+    idx = np.random.default_rng(seed).permutation(len(err))
     pred = np.empty(len(err))
     for part in np.array_split(idx, folds):
         train = np.setdiff1d(idx, part)
@@ -111,29 +157,40 @@ def _cv_predict(features: dict[str, np.ndarray], err: np.ndarray, names: list[st
     return pred
 
 
-def candidate_sets(available: list[str]) -> list[list[str]]:
-    """Each feature alone, the input distances together, MC with them, all but contrast, and all."""
-    sets = [[f] for f in available]
-    dist = [f for f in ("d_pca", "d_res") if f in available]
-    for extra in (dist, ["mc", *dist] if "mc" in available else [], [f for f in available if f != "contrast"],
-                  available):
-        if len(extra) > 1 and extra not in sets:
-            sets.append(extra)
-    return sets
+def cv_spearman(features: dict[str, np.ndarray], err: np.ndarray, names: list[str], repeats: int = 3) -> float:
+    """Spearman of out-of-fold fitted errors with the true ones, averaged over `repeats` fold draws."""
+    return float(np.mean([spearman(_cv_predict(features, err, names, seed=s), err) for s in range(repeats)]))
+
+
+def select(features: dict[str, np.ndarray], err: np.ndarray,
+           available: list[str]) -> tuple[list[str], dict[str, float]]:
+    """Forward selection: start empty, add the feature whose fit ranks held-out errors best (cv_spearman),
+    stop when that gains less than MIN_GAIN. Returns the chosen features and every scored set."""
+    chosen: list[str] = []
+    scores: dict[str, float] = {}
+    best = -np.inf
+    while len(chosen) < len(available):
+        step = {f: cv_spearman(features, err, [*chosen, f]) for f in available if f not in chosen}
+        scores |= {"+".join([*chosen, f]): v for f, v in step.items()}
+        f = max(step, key=lambda name: step[name])
+        if step[f] < best + MIN_GAIN:
+            break
+        chosen, best = [*chosen, f], step[f]
+    return chosen, scores
 
 
 def calibrate(features: dict[str, np.ndarray], r2: np.ndarray, in_family: np.ndarray,
               recall: float = 0.95) -> dict[str, Any]:
-    """Choose the feature set by 5-fold Spearman with the true error 1 − R²_i, fit it on all the data, and
-    pick the flag threshold on the out-of-fold estimates: the lowest estimated R² at which ≥ `recall` of
-    the instances with R²_i < BAD_R2 are flagged (flag: estimated R²_i below it). `fit`: those rates."""
+    """Choose the features by forward selection on 5-fold Spearman with the true error 1 − R²_i, fit them on
+    all the data, and pick the flag threshold on the out-of-fold estimates: the lowest estimated R² at which
+    ≥ `recall` of the instances with R²_i < BAD_R2 are flagged (flag: estimated R²_i below it). `fit`: those
+    rates."""
     err = 1.0 - np.asarray(r2, dtype=np.float64)
     available = [f for f in FEATURES if f in features and np.ptp(features[f]) > 0]
     if not available:
         raise ValueError(f"calibration: no informative feature among {sorted(features)} (all constant)")
-    scores = {"+".join(s): spearman(_cv_predict(features, err, s), err) for s in candidate_sets(available)}
+    best, scores = select(features, err, available)
     raw = {f: spearman(features[f], err) for f in available}
-    best = max(scores, key=lambda k: scores[k]).split("+")
     coef = _fit(features, err, best)
     cal = {"features": best, "coef": coef.tolist(), "n": len(err), "bad_r2": BAD_R2, "recall_target": recall,
            "spearman_raw": raw, "spearman_cv": scores}

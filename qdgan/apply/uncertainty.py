@@ -1,15 +1,18 @@
-"""The torch side of the per-instance trust estimate (qdgan/apply/trust.py): MC-dropout spread and the
-network-input encoding. Imported lazily by the torch-side code (checkpoint users) only, so the apply
-modules that ED workers import stay free of torch.
+"""The torch side of the per-instance trust estimate (qdgan/apply/trust.py): MC-dropout spread, symmetry
+disagreement, bottleneck features and the network-input encoding. Imported lazily by the torch-side code
+(checkpoint users) only, so the apply modules that ED workers import stay free of torch.
 
 MC dropout: the U-Net's noise γ is dropout on its innermost decoder layers; K passes with only those
 layers stochastic (norms in eval mode) give a per-pixel variance whose sum, relative to the
 prediction's distance from the training-mean target image, estimates 1 − R²_i of the instance.
+Symmetry disagreement (tta): the same spread over the 8 maps g⁻¹ G(g α), g the symmetries of the square
+grid, under which ED's potential ↦ density maps are exactly equivariant (8 deterministic passes).
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +61,57 @@ def mc_spread(model: Pix2Pix, values: np.ndarray, k: int, batch_size: int = 100,
     return out
 
 
+def symmetries(square: bool = True) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], ...]]:
+    """(g, g⁻¹) on the last two axes for the 8 symmetries of a square (identity first); the 4 of a
+    rectangle (flips) when not `square`."""
+    def op(flip: bool, turns: int, inverse: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+        def apply(a: torch.Tensor) -> torch.Tensor:
+            if inverse:
+                a = torch.rot90(a, -turns, (-2, -1))
+                return a.flip(-1) if flip else a
+            return torch.rot90(a.flip(-1) if flip else a, turns, (-2, -1))
+        return apply
+
+    turns = range(4) if square else (0, 2)
+    return [(op(f, t, False), op(f, t, True)) for f in (False, True) for t in turns]
+
+
+def tta_spread(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
+               mean_image: torch.Tensor) -> torch.Tensor:
+    """Σ_pixels Var_g(g⁻¹ predict(g x)) / Σ_pixels (mean_g − β̄)² per instance of x (B, …, H, W): 0 for
+    an exactly equivariant `predict` (B, H, W)."""
+    ys = torch.stack([inv(predict(g(x))).double() for g, inv in symmetries(x.shape[-1] == x.shape[-2])])
+    spread = ((ys.mean(dim=0) - mean_image.double()) ** 2).sum(dim=(1, 2))
+    return ys.var(dim=0, unbiased=True).sum(dim=(1, 2)) / spread.clamp_min(1e-30)
+
+
+def bottleneck_module(model: Pix2Pix) -> nn.Module | None:
+    """The generator's innermost encoder layer (a U-Net's), whose output is the bottleneck; None otherwise."""
+    down = getattr(model.eval_generator, "down", None)
+    return down[-1] if isinstance(down, nn.ModuleList) and len(down) else None
+
+
+@torch.no_grad()
+def symmetry_passes(model: Pix2Pix, values: np.ndarray, batch_size: int = 100,
+                    n_electrons: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """tta (n,) of physical inputs and their bottleneck features (n, C) from the identity pass (None for a
+    generator without one)."""
+    model.eval()
+    mean_image, layer, found = model.target_mean.to(model.device), bottleneck_module(model), []
+    hook = layer.register_forward_hook(lambda m, i, o: found.append(o.flatten(1).float().cpu())) if layer else None
+    out = np.empty(len(values))
+    try:
+        for a in range(0, len(values), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(values[a:a + batch_size], dtype=np.float32)).to(model.device)
+            out[a:a + len(x)] = tta_spread(lambda v: model.physical_prediction(model.network_input(v, n_electrons)),
+                                           x, mean_image).cpu().numpy()
+            del found[len(found) - 7:]  # keep the identity pass's (the first of the 8)
+    finally:
+        if hook:
+            hook.remove()
+    return out, torch.cat(found).numpy() if found else None
+
+
 @torch.no_grad()
 def encoded(model: Pix2Pix, values: np.ndarray) -> np.ndarray:
     """Physical inputs (n, H, W) → the network's input encoding, flattened (n, H·W) float32."""
@@ -65,14 +119,38 @@ def encoded(model: Pix2Pix, values: np.ndarray) -> np.ndarray:
     return model.scale_input(x).reshape(len(values), -1).cpu().numpy().astype(np.float32)
 
 
+def can_localize(model: Any) -> bool:
+    """Whether the local features (trust.LOCAL) exist for this model: a U-Net generator of one N."""
+    return isinstance(model, Pix2Pix) and not model.conditioned and bottleneck_module(model) is not None
+
+
+def reference(model: Pix2Pix, x: np.ndarray, batch_size: int = 100) -> dict[str, np.ndarray]:
+    """`trust.fit_reference` of physical training inputs x: their bottleneck features, tta and charge."""
+    tta, points = symmetry_passes(model, x, batch_size)
+    pred = model.predict_maps(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), batch_size).numpy()
+    return trust.fit_reference(points, tta, charge_error(model, pred))
+
+
+def charge_error(model: Pix2Pix, pred: np.ndarray, n_electrons: float | None = None) -> np.ndarray | None:
+    """|h²·Σñ − N| per predicted density; None for a potential output."""
+    if not is_density(model.hparams.target_name):
+        return None
+    from qdgan.apply.checkpoint import charge
+
+    n = float(model.physics[1] if n_electrons is None else n_electrons)
+    return np.abs(charge(pred, float(model.physics[0])) - n)
+
+
 def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str, Any] | None, str]:
-    """The principal components of the run's training inputs (cached as `<run dir>/trust_inputs.npz`), and
-    a note; None when the run's config.yaml or its data set (data.path, split train) cannot be read."""
+    """The principal components of the run's training inputs and (`can_localize`) the reference of the local
+    features, of N_REFERENCE sampled training inputs (cached as `<run dir>/trust_inputs.npz`), and a note;
+    None when the run's config.yaml or its data set (data.path, split train) cannot be read."""
     from qdgan.apply.inputs import load_inputs
 
     cache = trust.run_dir(checkpoint) / trust.INPUT_STATS
-    if (stats := trust.load_input_stats(cache)) is not None:
-        return stats, f"training-input components from {cache}"
+    stats = trust.load_input_stats(cache)
+    if stats is not None and ("ref_points" in stats or not can_localize(model)):
+        return stats, f"training-input statistics from {cache}"
     if run_cfg is None or "data" not in run_cfg:
         return None, f"no input distance: no config.yaml next to {Path(checkpoint).parent} names the training data"
     from qdgan.datasets import as_paths, split_selection
@@ -86,31 +164,35 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
     except Exception as err:  # a moved or missing data set: the distance features are then left out
         return None, f"no input distance: training data {run_cfg.data.path} unreadable ({err})"
     total = sum(len(t) for t in sets)
-    rows = np.sort(np.random.default_rng(0).choice(total, min(total, 2000), replace=False))
-    enc, offset = [], 0
+    rows = np.sort(np.random.default_rng(0).choice(total, min(total, trust.N_REFERENCE), replace=False))
+    xs, offset = [], 0
     for train in sets:
-        enc += [encoded(model, train.read(a, b))[rows[(rows >= offset + a) & (rows < offset + b)] - offset - a]
-                for a, b in train.chunks(1000)]
+        xs += [train.read(a, b)[rows[(rows >= offset + a) & (rows < offset + b)] - offset - a]
+               for a, b in train.chunks(1000)]
         offset += len(train)
-    enc = np.concatenate(enc)
-    stats = trust.fit_input_stats(enc)
+    x = np.concatenate(xs)
+    stats = trust.fit_input_stats(encoded(model, x)) | (reference(model, x) if can_localize(model) else {})
     with contextlib.suppress(OSError):  # a read-only run folder: computed again next time
         trust.save_input_stats(cache, stats)
-    return stats, f"training-input components of {len(enc)} training inputs of {run_cfg.data.path}, cached in {cache}"
+    return stats, f"training-input statistics of {len(x)} training inputs of {run_cfg.data.path}, cached in {cache}"
 
 
 def features(model: Pix2Pix, values: np.ndarray, pred: np.ndarray, k: int, batch_size: int,
-             stats: dict[str, Any] | None, seed: int = 0, n_electrons: float | None = None) -> dict[str, np.ndarray]:
+             stats: dict[str, Any] | None, seed: int = 0, n_electrons: float | None = None,
+             tta: bool = True) -> dict[str, np.ndarray]:
     """The raw trust features of `trust.FEATURES` for physical inputs of N = `n_electrons` (default: the
-    model's one N) and their predictions."""
+    model's one N) and their predictions; mc only for k ≥ 2, tta and the local features only with `tta`."""
     out = {"mc": mc_spread(model, values, k, batch_size, seed, n_electrons)}
     mean = model.target_mean.cpu().numpy().astype(np.float64)
     out["contrast"] = ((np.asarray(pred, np.float64) - mean) ** 2).sum(axis=(1, 2)) / max((mean**2).sum(), 1e-30)
-    if is_density(model.hparams.target_name):
-        area, n = float(model.physics[0]), float(model.physics[1] if n_electrons is None else n_electrons)
-        out["charge"] = np.abs(area * np.asarray(pred).sum(axis=(1, 2), dtype=np.float64) - n)
+    if (charge := charge_error(model, pred, n_electrons)) is not None:
+        out["charge"] = charge
     if stats is not None:
         out["d_pca"], out["d_res"] = trust.input_distance(stats, encoded(model, values))
+    if tta:
+        out["tta"], points = symmetry_passes(model, values, batch_size, n_electrons)
+        if stats is not None and "ref_points" in stats and points is not None:
+            out |= trust.local_features(stats, points, out["tta"], charge)
     return out
 
 
@@ -126,17 +208,19 @@ def prepare(cfg: Any, checkpoint: str, model: Pix2Pix, run_cfg: Any) -> dict[str
         from qdgan.apply import InputError
 
         raise InputError(f"trust.calibration={path}: {err}") from None
-    need_stats = cal is not None and any(f.startswith("d_") for f in cal["features"])  # uncalibrated: MC only
+    used = set(cal["features"]) if cal is not None else set()  # uncalibrated: MC only
+    need_stats = bool(used & {"d_pca", "d_res", *trust.LOCAL})
     stats, stats_note = input_stats(checkpoint, model, run_cfg) if need_stats else (None, "")
     note = (f"calibrated by {path} (features {'+'.join(cal['features'])})" if cal is not None else
             f"uncalibrated: estimated R²_i = 1 − MC-dropout spread; no {path} (python -m qdgan.apply.calibrate)")
     k = int(cfg.k) if cal is None or "mc" in cal["features"] else 0  # MC passes cost ~k forward passes: only if used
-    return {"cal": cal, "stats": stats, "k": k, "seed": int(cfg.seed), "threshold": cfg.threshold,
-            "note": note, "stats_note": stats_note, "path": str(path)}
+    return {"cal": cal, "stats": stats, "k": k, "tta": bool(used & {"tta", *trust.LOCAL}), "seed": int(cfg.seed),
+            "threshold": cfg.threshold, "note": note, "stats_note": stats_note, "path": str(path)}
 
 
 def assess_chunk(state: dict[str, Any], model: Pix2Pix, values: np.ndarray, pred: np.ndarray,
                  batch_size: int, n_electrons: float | None = None) -> dict[str, Any]:
     """`trust.assess` of one chunk (inputs of N = `n_electrons`): its features, estimated R²_i and flags."""
-    feats = features(model, values, pred, state["k"], batch_size, state["stats"], state["seed"], n_electrons)
+    feats = features(model, values, pred, state["k"], batch_size, state["stats"], state["seed"], n_electrons,
+                     state.get("tta", False))
     return trust.assess(state["cal"], feats, state["threshold"]) | {"features": feats}
