@@ -51,8 +51,8 @@ class BatchClock(L.Callback):
 
 
 def model(width: int, variant: dict) -> Pix2Pix:
-    gen = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/generator/unet64.yaml"))
-    disc = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/discriminator/imagegan70.yaml"))
+    gen = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/generator/unet64.yaml"), resolve=True)
+    disc = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/discriminator/imagegan70.yaml"), resolve=True)
     gen["ngf"], disc["ndf"] = width, width
     return Pix2Pix(gen, disc, channels_last=variant["channels_last"], compile=variant["compile"])
 
