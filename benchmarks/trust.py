@@ -5,7 +5,8 @@
    the family sets): Spearman of each raw candidate and of the calibrated estimate with the true error
    1 − R²_i, the flag recall / false-flag rates, and the reliability plot (docs/figures/trust_reliability.png);
 3. `qdgan.predict verify=auto` on a batch half in-family, half out-of-family, against all-ED of the same
-   inputs timed in the same run: fraction sent to ED, worst returned R²_i, speed-up.
+   inputs timed in the same run (interleaved rounds, medians; wall and CPU seconds): fraction sent to ED,
+   worst returned R²_i, speed-up.
 
     python benchmarks/trust.py --checkpoint /tmp/trust_run/checkpoints/best.ckpt
 """
@@ -69,6 +70,32 @@ def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10)
     return rows
 
 
+def scores(cal: dict, data: dict) -> dict:
+    """A calibration on the evaluation data: Spearman of its estimate with the true error (all, out of family),
+    flag rates (all, in family, per set) and the bad instances it misses."""
+    from qdgan.apply import trust
+
+    est, r2, fam, sets = trust.estimate_r2(cal, data["features"]), data["r2"], data["in_family"], data["set"]
+    flags = trust.assess(cal, data["features"], None)["flagged"]
+    return {"features": cal["features"], "threshold": cal["threshold"], "calibrated": trust.spearman(1 - est, 1 - r2),
+            "spearman_eval_out_of_family": trust.spearman((1 - est)[~fam], (1 - r2)[~fam]),
+            "flags_eval": trust.flag_rates(flags, r2, fam),
+            "flags_eval_in_family": trust.flag_rates(flags[fam], r2[fam], fam[fam]),
+            "flags_eval_by_set": {s: trust.flag_rates(flags[sets == s], r2[sets == s], fam[sets == s])
+                                  for s in dict.fromkeys(sets)},
+            "missed_bad": [{"set": str(sets[i]), "r2": float(r2[i]), "estimated_r2": float(est[i])}
+                           for i in np.flatnonzero(~flags & (r2 < trust.BAD_R2))]}
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all threads) and of its finished children (the ED pool's workers): the
+    work done, which a machine shared with other jobs inflates far less than wall time."""
+    import resource
+
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
 def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
     """verify=auto on n_half in-family + n_half out-of-family inputs vs all-ED, timed in this run."""
     from tiny import compose_app
@@ -88,18 +115,20 @@ def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
     tmp = Path(tempfile.mkdtemp())
     np.save(tmp / "v.npy", x)
     physics = open_dataset(ROOT / "data/paper").config
-    auto_s, all_s = [], []
+    auto_s, all_s, auto_cpu, all_cpu = [], [], [], []
     for _ in range(args.repeats):  # interleaved rounds; the medians are reported
         cfg = compose_app("predict", [f"checkpoint={model_ckpt}", f"input={tmp / 'v.npy'}", f"output={tmp / 'n.h5'}",
                                       f"report={tmp / 'r.json'}", "panels=null", "verify=auto", "ed.progress=false",
                                       f"ed.workers={args.workers}", "chunk_size=1000", f"trust.k={args.k}",
                                       "overwrite=true"])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         report = run_predict(cfg)
         auto_s.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
+        auto_cpu.append(cpu_seconds() - c0)
+        t0, c0 = time.perf_counter(), cpu_seconds()
         ed = solve_all(x, physics, args.workers, progress=False)
         all_s.append(time.perf_counter() - t0)
+        all_cpu.append(cpu_seconds() - c0)
     import h5py
 
     with h5py.File(tmp / "n.h5") as f:
@@ -114,7 +143,10 @@ def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
             "worst_l2_returned": float(np.sqrt(((out - y) ** 2).sum(axis=(1, 2))).max()),
             "auto_seconds": float(np.median(auto_s)), "all_ed_seconds": float(np.median(all_s)),
             "speedup_vs_all_ed": float(np.median(all_s) / np.median(auto_s)), "auto_seconds_rounds": auto_s,
-            "all_ed_seconds_rounds": all_s, "trust_ms_per_instance": 1e3 * report["trust"]["seconds"] / len(pick),
+            "all_ed_seconds_rounds": all_s, "auto_cpu_seconds": float(np.median(auto_cpu)),
+            "all_ed_cpu_seconds": float(np.median(all_cpu)),
+            "speedup_cpu": float(np.median(all_cpu) / np.median(auto_cpu)),
+            "trust_ms_per_instance": 1e3 * report["trust"]["seconds"] / len(pick),
             "network_ms_per_instance": 1e3 * report["speed"]["model_seconds"] / len(pick),
             "ed_ms_per_solve": 1e3 * float(ed.solve_seconds.mean()),
             "ed_max_abs_vs_data": ed_vs_data, "trust_seconds": report["trust"]["seconds"],
@@ -137,6 +169,7 @@ def main() -> None:
     ap.add_argument("--half", type=int, default=100,
                     help="in-family (and out-of-family) instances of verify=auto; 0: none")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of verify=auto and all-ED (medians reported)")
+    ap.add_argument("--ablate", default="", help="also score fixed feature sets, e.g. tta,tta+charge,mc+charge")
     ap.add_argument("--out", default=str(ROOT / "docs/figures/trust_reliability.png"))
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
@@ -154,23 +187,18 @@ def main() -> None:
     data["mean"] = model.target_mean.cpu().numpy()
     err, feats = 1 - data["r2"], data["features"]
     est = trust.estimate_r2(cal, feats)
-    flags = trust.assess(cal, feats, None)["flagged"]
     result = {
         "calibration": {k: cal[k] for k in ("features", "threshold", "spearman_raw", "spearman_cv", "fit", "sets")},
         "evaluation_sets": EVAL, "n_eval": len(err), "n_eval_in_family": int(data["in_family"].sum()),
-        "spearman_eval": {**{f: trust.spearman(v, err) for f, v in feats.items()},
-                          "calibrated": trust.spearman(1 - est, err)},
-        "spearman_eval_out_of_family": trust.spearman((1 - est)[~data["in_family"]], err[~data["in_family"]]),
-        "flags_eval": trust.flag_rates(flags, data["r2"], data["in_family"]),
-        "flags_eval_in_family": trust.flag_rates(flags[data["in_family"]], data["r2"][data["in_family"]],
-                                                 data["in_family"][data["in_family"]]),
-        "missed_bad": [{"set": str(data["set"][i]), "r2": float(data["r2"][i]), "estimated_r2": float(est[i])}
-                       for i in np.flatnonzero(~flags & (data["r2"] < trust.BAD_R2))],
+        "spearman_eval": {f: trust.spearman(v, err) for f, v in feats.items()}, **scores(cal, data),
         "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},
-        "flags_eval_by_set": {s: trust.flag_rates(flags[data["set"] == s], data["r2"][data["set"] == s],
-                                                  data["in_family"][data["set"] == s]) for s in EVAL},
         "reliability_bins": reliability(est, data["r2"], Path(args.out)),
     }
+    if args.ablate:  # fixed feature sets, calibrated on the same sets (not written), scored alike
+        cal_data = calibrate.collect(model, args.checkpoint, run_cfg, CAL, args.k, 100, stats)
+        result["ablation"] = {
+            names: scores(trust.calibrate(cal_data["features"], cal_data["r2"], cal_data["in_family"], args.recall,
+                                          names.split("+")), data) for names in args.ablate.split(",")}
     if args.half > 0:
         result["verify_auto"] = verify_auto(args, args.checkpoint, data, args.half)
     print(json.dumps(result, indent=1))

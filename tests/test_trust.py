@@ -132,6 +132,10 @@ def test_calibration_recovers_a_monotone_error_and_round_trips(tmp_path):
     got = trust.assess(back, feats, None)
     assert got["calibrated"] and got["threshold"] == cal["threshold"]
     assert trust.flag_rates(got["flagged"], r2, fam)["recall"] >= 0.9
+    fixed = trust.calibrate(feats, r2, fam, recall=0.95, names=["d_res"])  # calibrate --features d_res
+    assert fixed["features"] == ["d_res"] and list(fixed["spearman_cv"]) == ["d_res"]
+    with pytest.raises(ValueError, match=r"\['tta'\] not available"):
+        trust.calibrate(feats, r2, fam, names=["tta"])
     (tmp_path / "bad.json").write_text('{"features": ["mc"]}')
     with pytest.raises(ValueError, match=r"bad\.json: not a trust calibration"):
         trust.load_calibration(tmp_path / "bad.json")

@@ -95,13 +95,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--recall", type=float, default=0.98,
                     help="share of R²_i < 0.9 to flag (out-of-fold; 0.98 leaves a margin for a 0.95 target)")
+    ap.add_argument("--features", default=None,
+                    help=f"a fixed set, e.g. tta+charge (default: forward selection among {'|'.join(trust.FEATURES)})")
     ap.add_argument("--out", default=None, help="default: <run dir>/trust.json")
     args = ap.parse_args(argv)
     model = checkpoint.load_model(args.checkpoint, "auto")
     run_cfg = checkpoint.run_config(args.checkpoint)
     stats, note = input_stats(args.checkpoint, model, run_cfg)
     data = collect(model, args.checkpoint, run_cfg, args.sets, args.k, args.batch_size, stats)
-    cal = trust.calibrate(data["features"], data["r2"], data["in_family"], args.recall)
+    names = args.features.split("+") if args.features else None
+    cal = trust.calibrate(data["features"], data["r2"], data["in_family"], args.recall, names)
     cal |= {"checkpoint": str(args.checkpoint), "k": args.k, "sets": args.sets, "input_stats": note,
             "error": "1 − R²_i, R²_i against the checkpoint's training-mean target image"}
     out = Path(args.out) if args.out else trust.run_dir(args.checkpoint) / trust.CALIBRATION

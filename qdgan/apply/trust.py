@@ -180,16 +180,19 @@ def select(features: dict[str, np.ndarray], err: np.ndarray,
 
 
 def calibrate(features: dict[str, np.ndarray], r2: np.ndarray, in_family: np.ndarray,
-              recall: float = 0.95) -> dict[str, Any]:
-    """Choose the features by forward selection on 5-fold Spearman with the true error 1 − R²_i, fit them on
-    all the data, and pick the flag threshold on the out-of-fold estimates: the lowest estimated R² at which
-    ≥ `recall` of the instances with R²_i < BAD_R2 are flagged (flag: estimated R²_i below it). `fit`: those
-    rates."""
+              recall: float = 0.95, names: list[str] | None = None) -> dict[str, Any]:
+    """Choose the features by forward selection on 5-fold Spearman with the true error 1 − R²_i (or take
+    `names`), fit them on all the data, and pick the flag threshold on the out-of-fold estimates: the lowest
+    estimated R² at which ≥ `recall` of the instances with R²_i < BAD_R2 are flagged (flag: estimated R²_i
+    below it). `fit`: those rates."""
     err = 1.0 - np.asarray(r2, dtype=np.float64)
     available = [f for f in FEATURES if f in features and np.ptp(features[f]) > 0]
     if not available:
         raise ValueError(f"calibration: no informative feature among {sorted(features)} (all constant)")
-    best, scores = select(features, err, available)
+    if names and (bad := [f for f in names if f not in available]):
+        raise ValueError(f"calibration: feature(s) {bad} not available here; expected some of {available}")
+    best, scores = (names, {"+".join(names): cv_spearman(features, err, names)}) if names else \
+        select(features, err, available)
     raw = {f: spearman(features[f], err) for f in available}
     coef = _fit(features, err, best)
     cal = {"features": best, "coef": coef.tolist(), "n": len(err), "bad_r2": BAD_R2, "recall_target": recall,
