@@ -54,6 +54,9 @@ VARIANTS = {  # ours: train.py overrides on top of the config's defaults
     "default+joint": ["model.joint_d_pass=true"],
     "default-ud": ["model.uniform_dropout=false"],
     "default-cl": ["model.channels_last=false"],
+    "default-flat": ["model.flat_adam=false"],
+    "default-overlap": ["model.overlap_real_pass=false"],
+    "default-fold": ["model.fold_output=false"],
 }
 
 

@@ -21,41 +21,104 @@ def _nhwc(p: torch.Tensor) -> bool:
     return p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
 
 
-class DenseAdam(torch.optim.Adam):
-    """Adam that steps each channels-last parameter through its dense NHWC view (the same numbers, in another
-    order): the fused CPU kernel takes ~2.5× as long on channels-last tensors. Its state has the views' shapes."""
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """The view of `t` whose memory is dense in index order: (O, H, W, I) for a channels-last weight, else `t`."""
+    return t.permute(0, 2, 3, 1) if _nhwc(t) else t
+
+
+def _undense(t: torch.Tensor, nhwc: bool) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2) if nhwc else t
+
+
+class FlatAdam(torch.optim.Adam):
+    """Adam on one flat buffer that holds all the parameters (each a view of it, channels-last ones in their NHWC
+    order) and one that holds their gradients: one kernel call and one step counter per step instead of one per
+    tensor, and no gradient copies. The same element-wise updates as Adam for parameters that get a gradient
+    every step (here all of G's or D's; a parameter without one would be stepped with a zero gradient).
+    Gradients are zeroed, never set to None, so they stay views. `state_dict` lists per-parameter states in
+    the parameters' dense shapes (as the per-tensor Adam of channels-last models wrote them): checkpoints load
+    either way."""
 
     def __init__(self, params: list[nn.Parameter], **kwargs: Any) -> None:
-        self.pairs = [(p, p.detach().permute(0, 2, 3, 1) if _nhwc(p) else p) for p in params]
-        super().__init__([view for _, view in self.pairs], **kwargs)
+        self.params = list(params)
+        first = self.params[0]
+        flat = first.detach().new_empty(sum(p.numel() for p in self.params))
+        grads = torch.zeros_like(flat)
+        self.segments: list[tuple[int, int, bool]] = []  # offset, size, channels-last
+        self.grad_views: list[torch.Tensor] = []
+        offset = 0
+        with torch.no_grad():
+            for p in self.params:
+                n, nhwc, shape = p.numel(), _nhwc(p), _dense(p).shape
+                flat[offset : offset + n].view(shape).copy_(_dense(p))
+                p.data = _undense(flat[offset : offset + n].view(shape), nhwc)
+                self.grad_views.append(_undense(grads[offset : offset + n].view(shape), nhwc))
+                self.segments.append((offset, n, nhwc))
+                offset += n
+        self.flat = flat.requires_grad_()
+        self.flat.grad = grads
+        super().__init__([self.flat], **kwargs)
+        self._link()
+
+    @torch.no_grad()
+    def _link(self) -> None:
+        """Make every parameter's gradient its view of the buffer again, keeping the values of a gradient that was
+        set elsewhere (a None one becomes zeros: e.g. Lightning's module.zero_grad() at the start of a fit)."""
+        for p, view in zip(self.params, self.grad_views, strict=True):
+            if p.grad is None or p.grad.data_ptr() != view.data_ptr():
+                view.copy_(p.grad) if p.grad is not None else view.zero_()
+                p.grad = view
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradient buffer (whatever `set_to_none` says: the parameters' gradients are its views)."""
+        self.flat.grad.zero_()
+        self._link()
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> Any:
-        for p, view in self.pairs:
-            if view is not p:
-                view.grad = None if p.grad is None else p.grad.permute(0, 2, 3, 1).contiguous()
-        try:
-            return super().step(closure)
-        finally:
-            for p, view in self.pairs:
-                if view is not p:
-                    view.grad = None
+        self._link()
+        return super().step(closure)
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        super().zero_grad(set_to_none)
-        for p, view in self.pairs:
-            if view is not p and p.grad is not None:
-                if set_to_none:
-                    p.grad = None
-                else:
-                    p.grad.zero_()
+    def _pieces(self, t: torch.Tensor) -> list[torch.Tensor]:
+        return [t[o : o + n].view(_dense(p).shape) for (o, n, _), p in zip(self.segments, self.params, strict=True)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Adam's per-parameter state dict (states in the dense shapes), built from the flat state."""
+        state = self.state.get(self.flat, {})
+        per = {i: {"step": state["step"].clone()} | {k: v.clone() for k, v in zip(
+            ("exp_avg", "exp_avg_sq"), (piece[i] for piece in (self._pieces(state["exp_avg"]),
+                                                                 self._pieces(state["exp_avg_sq"]))), strict=True)}
+               for i in range(len(self.params))} if state else {}
+        group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
+        return {"state": per, "param_groups": [group | {"params": list(range(len(self.params)))}]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a per-parameter Adam state dict (this class's, or a per-tensor Adam's of the same parameters)."""
+        groups = state_dict["param_groups"]
+        ids = [i for g in groups for i in g["params"]]
+        if len(ids) != len(self.params):
+            raise ValueError(f"optimizer state of {len(ids)} parameters, expected {len(self.params)}")
+        self.param_groups[0].update({k: v for k, v in groups[0].items() if k != "params"})
+        saved = state_dict["state"]
+        if not saved:
+            return
+        state: dict[str, Any] = {"step": torch.as_tensor(saved[ids[0]]["step"], dtype=torch.float32).clone()}
+        for key in ("exp_avg", "exp_avg_sq"):
+            buf = torch.zeros_like(self.flat)
+            for piece, i in zip(self._pieces(buf), ids, strict=True):
+                if saved[i][key].shape != piece.shape:
+                    raise ValueError(f"optimizer state {key} of parameter {i}: shape {tuple(saved[i][key].shape)}, "
+                                     f"expected {tuple(piece.shape)}")
+                piece.copy_(saved[i][key])
+            state[key] = buf
+        self.state[self.flat] = state
 
 
-def adam(net: nn.Module, lr: float, betas: Any, fused: bool) -> torch.optim.Adam:
-    """Adam (`DenseAdam` for channels-last parameters); the fused kernel (torch ≥ 2.4 on CPU, any CUDA) saves
-    ~25 % per step at small widths."""
+def adam(net: nn.Module, lr: float, betas: Any, fused: bool, flat: bool = False) -> torch.optim.Adam:
+    """Adam (`FlatAdam` with `flat`); the fused kernel (torch ≥ 2.4 on CPU, any CUDA) saves ~25 % per step at
+    small widths."""
     params = list(net.parameters())
-    kind = DenseAdam if any(_nhwc(p) for p in params) else torch.optim.Adam
+    kind = FlatAdam if flat else torch.optim.Adam
     if fused:
         try:
             return kind(params, lr=lr, betas=tuple(betas), fused=True)

@@ -8,8 +8,9 @@ Scaling statistics and the training-set mean image live in buffers, so a checkpo
 physical inputs to physical outputs. Trained on data of several N (issue 11), G and D take N as a second
 input channel (`scaling.with_electrons`) and the hyperparameter `electrons` records those N.
 Speed switches that keep the step's arithmetic (`qdgan.fast`): one D pass over real and fake pairs with
-per-half batch norm (`joint_d_pass`), bf16 autocast with G's output layer in fp32 (`autocast`), NHWC
-(`channels_last`); D is frozen during G's backward, as in the reference. Options: an EMA of G's weights for
+per-half batch norm (`joint_d_pass`), D's real pass beside G's forward in a second thread (`overlap_real_pass`),
+bf16 autocast with G's output layer in fp32 (`autocast`), that layer as matmul + col2im (`fold_output`), NHWC
+(`channels_last`), Adam on one flat buffer (`flat_adam`); D is frozen during G's backward, as in the reference. Options: an EMA of G's weights for
 evaluation (`ema_decay`, `qdgan.ema`), a density output layer with n ≥ 0 and ∫n = N (`density_output`,
 `qdgan.density`), a linear or cosine learning-rate decay (`qdgan.optim`).
 """
@@ -49,6 +50,9 @@ class Pix2Pix(L.LightningModule):
         channels_last: bool = False,
         compile: bool = False,
         fused_adam: bool = True,
+        flat_adam: bool = False,
+        overlap_real_pass: bool = False,
+        fold_output: bool = False,
         joint_d_pass: bool = False,
         autocast: str = "none",
         uniform_dropout: bool = False,
@@ -111,6 +115,8 @@ class Pix2Pix(L.LightningModule):
             density.drop_tanh(net)
         if self.hparams.uniform_dropout:
             fast.uniform_dropout(net)
+        if self.hparams.fold_output:
+            fast.fold_output(net)
         return fast.fp32_output(net)
 
     @property
@@ -198,7 +204,7 @@ class Pix2Pix(L.LightningModule):
         the trained G in training mode, `eval_generator` in eval mode; a density output layer makes them
         densities ≥ 0 of ∫n = N (each instance's N)."""
         if self.hparams.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = fast.channels_last(x)
         out = self._nets["g"](x) if self.training else self.eval_generator(x)
         kind = self.hparams.density_output
         if not kind:
@@ -262,9 +268,9 @@ class Pix2Pix(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        opts = [optim.adam(self.generator, hp.lr_g, hp.betas, hp.fused_adam)]
+        opts = [optim.adam(self.generator, hp.lr_g, hp.betas, hp.fused_adam, hp.flat_adam)]
         if self.discriminator is not None:
-            opts.append(optim.adam(self.discriminator, hp.lr_d, hp.betas, hp.fused_adam))
+            opts.append(optim.adam(self.discriminator, hp.lr_d, hp.betas, hp.fused_adam, hp.flat_adam))
         scheds = optim.schedulers(opts, hp.get("lr_schedule", "linear"), hp.lr_decay_start, hp.max_steps)
         return (opts, scheds) if scheds else opts
 

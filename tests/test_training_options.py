@@ -231,12 +231,23 @@ def test_joint_d_pass_computes_what_two_passes_compute():
     assert any(isinstance(m, fast.SplitBatchNorm2d) for m in one.discriminator.modules())
 
 
-@pytest.mark.parametrize("switch", ["model.joint_d_pass=true", "model.channels_last=true"])
-def test_a_training_step_with_a_switch_computes_the_papers_gradients(switch):
+@pytest.fixture
+def two_threads():
+    """Two torch threads in the test (the overlap of D's real pass needs them), the earlier number after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(2, before))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("switch", ["model.joint_d_pass=true", "model.channels_last=true", "model.flat_adam=true",
+                                    "model.overlap_real_pass=true", "model.fold_output=true"])
+def test_a_training_step_with_a_switch_computes_the_papers_gradients(switch, two_threads):
     """Gradients of one full step (G's from its step, D's from its step) and the statistics; weights after Adam are
     no test: its first step is ±lr wherever a gradient is ~0, whatever the rounding."""
     torch.manual_seed(2)
     paper, fast_ = tiny_model("model=pix2pix_paper"), tiny_model("model=pix2pix_paper", switch)
+    assert gan_step.overlaps(fast_) == (switch == "model.overlap_real_pass=true")
     fast_.load_state_dict(paper.state_dict())
     for model in (paper, fast_):
         torch.manual_seed(3)  # the same dropout draws (NHWC draws its masks in its memory order: no dropout there)
@@ -280,30 +291,59 @@ def test_the_benchmarks_reference_has_our_network_sizes():
         ref.optimize_parameters(torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64))
 
 
-def test_dense_adam_steps_channels_last_parameters_like_adam():
+def test_flat_adam_steps_its_parameters_like_adam_and_resumes_either_way():
     shapes = [(8, 4, 4, 4), (4, 1, 4, 4), (5,)]
     torch.manual_seed(0)
-    nhwc = [torch.nn.Parameter(torch.randn(s).contiguous(memory_format=torch.channels_last) if len(s) == 4
+    mine = [torch.nn.Parameter(torch.randn(s).contiguous(memory_format=torch.channels_last) if len(s) == 4
                                else torch.randn(s)) for s in shapes]
-    plain = [torch.nn.Parameter(p.detach().clone().contiguous()) for p in nhwc]
-    a, b = optim.DenseAdam(nhwc, lr=1e-2, betas=(0.5, 0.999)), torch.optim.Adam(plain, lr=1e-2, betas=(0.5, 0.999))
+    plain = [torch.nn.Parameter(p.detach().clone().contiguous()) for p in mine]
+    a, b = optim.FlatAdam(mine, lr=1e-2, betas=(0.5, 0.999)), torch.optim.Adam(plain, lr=1e-2, betas=(0.5, 0.999))
+    mine[1].grad = None  # as Lightning's module.zero_grad() at the start of a fit does
     for _ in range(3):
-        for p, q in zip(nhwc, plain, strict=True):
+        for p, q in zip(mine, plain, strict=True):
             g = torch.randn(p.shape)
-            p.grad, q.grad = g.contiguous(memory_format=torch.channels_last) if g.dim() == 4 else g, g.clone()
+            (p * g).sum().backward()  # accumulates into p.grad, a view of the flat gradient buffer
+            q.grad = g.clone()
         a.step()
         b.step()
         a.zero_grad()
         b.zero_grad()
-    for p, q in zip(nhwc, plain, strict=True):
+    for p, q in zip(mine, plain, strict=True):
         torch.testing.assert_close(p, q)
-        assert p.grad is None
-    assert nhwc[0].is_contiguous(memory_format=torch.channels_last)
-    again = optim.DenseAdam(nhwc, lr=1e-2, betas=(0.5, 0.999))
-    again.load_state_dict(a.state_dict())  # resumable
-    model = tiny_model("model.channels_last=true")
-    assert isinstance(model.configure_optimizers()[0], optim.DenseAdam)
+        assert p.grad is not None and not p.grad.any()
+    assert all(p.untyped_storage().data_ptr() == a.flat.untyped_storage().data_ptr() for p in mine)
+    assert mine[0].is_contiguous(memory_format=torch.channels_last)
+    saved = a.state_dict()
+    assert saved["state"][2]["exp_avg"].shape == (5,)
+    other = optim.FlatAdam(mine, lr=1e-2)
+    other.load_state_dict(saved)  # resumable
+    assert other.param_groups[0]["betas"] == (0.5, 0.999)
+    torch.testing.assert_close(other.state[other.flat]["exp_avg"], a.state[a.flat]["exp_avg"])
+    again = optim.FlatAdam(plain, lr=1e-2)
+    again.load_state_dict(b.state_dict())  # a per-tensor Adam's state (NCHW parameters) loads too
+    torch.testing.assert_close(again.state_dict()["state"][0]["exp_avg_sq"], b.state_dict()["state"][0]["exp_avg_sq"])
+    assert isinstance(tiny_model().configure_optimizers()[0], optim.FlatAdam)
     assert type(tiny_model("model=pix2pix_paper").configure_optimizers()[0]) is torch.optim.Adam
+
+
+def test_fold_transposed_conv_is_the_transposed_conv_and_one_channel_maps_get_nhwc_strides():
+    torch.manual_seed(0)
+    conv = torch.nn.ConvTranspose2d(6, 2, 4, 2, 1).double()
+    fold = fast.fold_output(torch.nn.Sequential(torch.nn.ConvTranspose2d(6, 2, 4, 2, 1).double()))[0]
+    fold.load_state_dict(conv.state_dict())
+    assert type(fold) is fast.FoldConvTranspose2d
+    x = torch.randn(3, 6, 5, 5, dtype=torch.float64, requires_grad=True)
+    out, ref = fold(x), conv(x)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(out)
+    for a, b in zip(torch.autograd.grad(out, [x, *fold.parameters()], g),
+                    torch.autograd.grad(ref, [x, *conv.parameters()], g), strict=True):
+        torch.testing.assert_close(a, b)
+    one = torch.rand(2, 1, 8, 8)
+    assert one.contiguous(memory_format=torch.channels_last).stride() == (64, 64, 8, 1)  # NCHW strides: ambiguous
+    nhwc = fast.channels_last(one)
+    assert nhwc.stride() == (64, 1, 8, 1) and torch.equal(nhwc, one)
+    assert torch.nn.functional.conv2d(nhwc, torch.rand(4, 1, 3, 3)).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_uniform_dropout_draws_bernoulli_masks_and_dense_grad_relu_is_relu():
