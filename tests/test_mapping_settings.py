@@ -1,6 +1,7 @@
-"""Per-mapping learning rates and normalization (issue 12): conf/mapping may carry lr_g, lr_d and norm, read by
-conf/model and conf/generator, conf/discriminator through `oc.select` with the paper's values as the fallback; the
-other mappings' configs (and so their run dirs' settings) stay as they were, and command-line overrides win."""
+"""Per-mapping training settings (issue 12): conf/mapping may carry lr_g, lr_d and norm, read by conf/model and
+conf/generator, conf/discriminator through `oc.select` with the paper's values as the fallback, and the density
+mappings carry their lr, schedule, EMA and output layer (conf/mapping/training/density.yaml); model=pix2pix_paper gives
+the paper's values back; command-line overrides win."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from torch import nn
 
 from qdgan.train.run import build_model
 
-PAPER_MAPPINGS = ["v_to_nint", "v_to_n0", "n0_to_nint"]
+PAPER_MAPPINGS = ["v_to_nint", "v_to_n0", "n0_to_nint"]  # the mappings to a density
+DENSITY_TRAINING = {"lr_g": 1e-3, "lr_d": 1e-3, "lr_schedule": "cosine", "lr_decay_start": 0.5, "ema_decay": 0.999,
+                    "density_output": "softplus"}  # conf/mapping/training/density.yaml (issue 12, part 1)
+PAPER_TRAINING = {"lr_g": 2e-4, "lr_d": 2e-4, "lr_schedule": "linear", "lr_decay_start": 1.0, "ema_decay": 0.0,
+                  "density_output": None}
 GENERATORS = sorted(p.stem for p in (CONF / "generator").glob("unet*.yaml"))
 DISCRIMINATORS = sorted(p.stem for p in (CONF / "discriminator").glob("*.yaml"))
 MAPPING_KEYS = {"name", "input", "target", "input_log_floor", "lambda_l1"}  # before the per-mapping fields
@@ -23,15 +28,23 @@ def norm_types(net: nn.Module) -> set[type]:
 
 
 @pytest.mark.parametrize("mapping", PAPER_MAPPINGS)
-def test_paper_mappings_keep_paper_lr_and_batch_norm_in_every_network(mapping):
+def test_density_mappings_keep_batch_norm_and_train_with_their_settings_or_the_papers(mapping):
     pairs = zip(itertools.cycle(GENERATORS), DISCRIMINATORS) if mapping == "v_to_nint" else [(None, None)]
     for generator, discriminator in pairs:  # every option once; the other mappings with the default ones
         groups = [f"generator={generator}", f"discriminator={discriminator}"] if generator else []
         cfg = compose_train([f"mapping={mapping}", *groups])
-        assert (cfg.model.lr_g, cfg.model.lr_d) == (2e-4, 2e-4)
+        assert {k: cfg.model[k] for k in DENSITY_TRAINING} == DENSITY_TRAINING
         assert (cfg.generator.norm, cfg.discriminator.norm) == ("batch", "batch")
-        # no new keys: a finished run's config.yaml from before still matches (rundir.Settings)
-        assert set(cfg.mapping) == MAPPING_KEYS
+        assert set(cfg.mapping) == MAPPING_KEYS | set(DENSITY_TRAINING)
+        paper = compose_train([f"mapping={mapping}", "model=pix2pix_paper", *groups])  # the paper's configuration
+        assert {k: paper.model[k] for k in PAPER_TRAINING} == PAPER_TRAINING
+        assert (paper.generator.norm, paper.discriminator.norm) == ("batch", "batch")
+
+
+def test_nint_to_v_does_not_take_the_density_settings():
+    cfg = compose_train(["mapping=nint_to_v"])
+    assert {k: cfg.model[k] for k in PAPER_TRAINING if k not in ("lr_g", "lr_d")} == {
+        k: v for k, v in PAPER_TRAINING.items() if k not in ("lr_g", "lr_d")}
 
 
 def test_nint_to_v_carries_its_own_lr_and_norm_into_the_built_model():
@@ -48,6 +61,6 @@ def test_command_line_overrides_win_over_the_mapping():
     assert (cfg.model.lr_g, cfg.model.lr_d) == (1e-4, cfg.mapping.lr_d)
     assert (cfg.generator.norm, cfg.discriminator.norm) == ("batch", cfg.mapping.norm)
     # any mapping can be given the fields on the command line
-    cfg = compose_train(["mapping=v_to_nint", "+mapping.norm=instance", "+mapping.lr_d=1e-3"])
+    cfg = compose_train(["mapping=v_to_nint", "+mapping.norm=instance", "mapping.lr_d=3e-4"])
     assert (cfg.generator.norm, cfg.discriminator.norm, cfg.model.lr_g, cfg.model.lr_d) == (
-        "instance", "instance", 2e-4, 1e-3)
+        "instance", "instance", 1e-3, 3e-4)
