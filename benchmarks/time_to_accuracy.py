@@ -10,6 +10,9 @@ training. Minutes to a threshold = ED minutes + minutes from launching train.py 
 it (the timed saves' own cost left out, evaluation time reported apart); "held" = from which checkpoint on every
 later one stays at or above it. A row ends at its config's max_steps or after --max-minutes of training
 (Lightning's max_time), then train.py tests its best checkpoint by validation R² as always ("run's test R²").
+Each checkpoint is also scored with batch norm on each test instance's own statistics (batch 1, BN in training
+mode, dropout as evaluated): how the TF pix2pix (`training=True`) and the reference PyTorch pix2pix (without
+--eval) test; columns "BN batch stats". qdgan's own evaluation uses the running statistics.
 
     python benchmarks/time_to_accuracy.py --rows default paper --max-minutes 20 --threads 1
     # → outputs/time_to_accuracy/{table.md, results.json, time_to_accuracy.png, rows/<row>/}
@@ -17,7 +20,8 @@ later one stays at or above it. A row ends at its config's max_steps or after --
 Rows: `default` (the config as it is), `paper` (model=pix2pix_paper at batch 1: the paper's step and batch,
 validation every 4800 images as the default's 300 × 16), any conf/ablation name (`--rows ema`: ablation=ema), and
 `--row NAME='override …'` for any other. A rerun
-reuses the clone's data set and finished rows (rows/<row>/row.json); --fresh starts over.
+reuses the clone's data set and finished rows (rows/<row>/row.json; --rescore scores their checkpoints again, e.g.
+after a change of the scoring); --fresh starts over. Scoring runs this file with the clone's packages.
 """
 
 from __future__ import annotations
@@ -56,33 +60,39 @@ def crossing(points: list[dict[str, Any]], threshold: float) -> tuple[float | No
 def timeline(index: list[dict[str, Any]], scores: dict[str, dict[str, float]], launched: float,
              ed_minutes: float) -> list[dict[str, Any]]:
     """Each timed checkpoint: step, minutes since the clone started ED (ED + train.py wall time up to the save,
-    earlier timed saves left out), its test and validation R²."""
+    earlier timed saves left out), its scores (test_r2, val_r2, test_r2_bs)."""
     return [{"step": e["step"], "minutes": ed_minutes + (e["unix_time"] - launched - e["overhead_s"]) / 60,
-             "test_r2": scores[e["file"]]["test_r2"], "val_r2": scores[e["file"]]["val_r2"]} for e in index]
+             **scores[e["file"]]} for e in index]
 
 
 def summarize_row(name: str, overrides: list[str], points: list[dict[str, Any]], ed_minutes: float,
                   metrics: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """The row's record (results.json): thresholds crossed, final and run's test R², steps, minutes."""
-    reached = {f"{t:g}": dict(zip(("first", "held"), crossing(points, t), strict=True)) for t in THRESHOLDS}
-    return {"row": name, "overrides": overrides, "ed_minutes": ed_minutes, "reached": reached, "points": points,
+    def reached(key: str) -> dict[str, dict[str, float | None]]:
+        by = [{"minutes": p["minutes"], "test_r2": p[key]} for p in points]
+        return {f"{t:g}": dict(zip(("first", "held"), crossing(by, t), strict=True)) for t in THRESHOLDS}
+
+    return {"row": name, "overrides": overrides, "ed_minutes": ed_minutes, "reached": reached("test_r2"),
+            "reached_bs": reached("test_r2_bs"), "points": points, "last_step": points[-1]["step"] if points else None,
             "final_test_r2": points[-1]["test_r2"] if points else None, "run_test_r2": metrics.get("r2"),
             "best_step": metrics.get("best_step"), "steps": metrics.get("generator_steps"), **extra}
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     def minutes(v: float | None) -> str:
-        return "not reached in the budget" if v is None else f"{v:.1f}"
+        return "not reached" if v is None else f"{v:.1f}"
 
-    lines = ["| row | overrides | ED min | to R² ≥ 0.98 | to R² ≥ 0.99 | ≥ 0.99 held from | test R² at end | "
-             "run's test R² (best val) | steps | train min | eval min | threads | load avg |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| row | overrides | ED min | to R² ≥ 0.98 | to R² ≥ 0.99 | ≥ 0.99 held from | last timed checkpoint's "
+             "test R² | run's test R² (best val) | BN batch stats: to 0.98 / 0.99; last R² | steps | train min | "
+             "eval min | threads | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        hit = r["reached"]
+        hit, bs = r["reached"], r["reached_bs"]
         lines.append(
             f"| {r['row']} | `{' '.join(r['overrides']) or '(defaults)'}` | {r['ed_minutes']:.1f} | "
             f"{minutes(hit['0.98']['first'])} | {minutes(hit['0.99']['first'])} | {minutes(hit['0.99']['held'])} | "
-            f"{r['final_test_r2']:.4f} | {r['run_test_r2']:.4f} (step {r['best_step']}) | {r['steps']} | "
+            f"{r['final_test_r2']:.4f} (step {r['last_step']}) | {r['run_test_r2']:.4f} (step {r['best_step']}) | "
+            f"{minutes(bs['0.98']['first'])} / {minutes(bs['0.99']['first'])}; {r['points'][-1]['test_r2_bs']:.4f} | "
+            f"{r['steps']} | "
             f"{r['train_minutes']:.1f} | {r['eval_minutes']:.1f} | {r['threads']} | "
             f"{r['load'][0]:.1f}–{r['load'][1]:.1f} |")
     return "\n".join(lines) + "\n"
@@ -113,13 +123,13 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def score(run_dir: Path) -> None:
-    """`--score RUN_DIR` (run with the clone's code): test and validation R² of every timed checkpoint →
-    RUN_DIR/timed_scores.json."""
+    """`--score RUN_DIR` (run with the clone's packages): test and validation R² of every timed checkpoint, and test
+    R² with BN batch statistics (`batch_stat_predictions`) → RUN_DIR/timed_scores.json."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     from qdgan.apply.checkpoint import load_model
-    from qdgan.train.evaluate import evaluate
+    from qdgan.train.evaluate import electrons_of, evaluate, scores
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     dm = instantiate(cfg.data, _recursive_=False)
@@ -131,7 +141,25 @@ def score(run_dir: Path) -> None:
         model = load_model(timed / entry["file"])
         out[entry["file"]] = {f"{split}_r2": evaluate(model, *dm.physical(split), None,
                                                      cfg.data.eval_batch_size)[0]["r2"] for split in ("test", "val")}
+        x, y = dm.physical("test")
+        out[entry["file"]]["test_r2_bs"] = scores(model, batch_stat_predictions(model, x), y.float(),
+                                                  electrons_of(model, x, y))["r2"]
     (run_dir / "timed_scores.json").write_text(json.dumps(out, indent=1))
+
+
+def batch_stat_predictions(model: Any, inputs: Any) -> Any:
+    """Physical predictions (n, H, W) one instance at a time with G's batch norm on that instance's statistics
+    (training mode; dropout stays as evaluated): the test mode of the pix2pix reference implementations."""
+    import torch
+
+    model.eval()
+    for m in model.eval_generator.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.train()
+    with torch.no_grad():
+        out = [model.physical_prediction(model.network_input(inputs[i : i + 1], None)) for i in range(len(inputs))]
+    model.eval()
+    return torch.cat(out)
 
 
 def composed(clone: Path, overrides: list[str]) -> Any:
@@ -186,30 +214,33 @@ def same_shards(made: Path, reference: Path) -> bool | None:
 
 def run_row(name: str, overrides: list[str], args: argparse.Namespace, env: dict[str, str],
             ed: dict[str, Any]) -> dict[str, Any]:
-    """Train one row in the clone, score its timed checkpoints; rows/<name>/row.json (reused when present)."""
+    """Train one row in the clone (rows/<name>/train.json; reused when present), score its timed checkpoints
+    (again with --rescore) → rows/<name>/row.json (reused when present)."""
     clone, row_dir = args.out / "clone", args.out / "rows" / name
-    if (row_dir / "row.json").exists():
+    run, trained = row_dir / "run", row_dir / "train.json"
+    if (row_dir / "row.json").exists() and not args.rescore:
         return json.loads((row_dir / "row.json").read_text())
-    shutil.rmtree(row_dir / "run", ignore_errors=True)
-    row_dir.mkdir(parents=True, exist_ok=True)
-    base = ["mapping=v_to_nint", *overrides, *args.set]
-    every = max(1, args.every_images // int(composed(clone, base).data.batch_size))
-    cmd = [sys.executable, "train.py", *base, f"timed_ckpt_every_n_steps={every}",
-           f"+trainer.max_time={{minutes:{args.max_minutes}}}", "trainer.enable_progress_bar=false",
-           f"hydra.run.dir={(row_dir / 'run').resolve()}"]
-    load, launched = os.getloadavg()[0], time.time()
-    train_seconds = run_logged(cmd, clone, env, row_dir / "train.log")
-    load_end = os.getloadavg()[0]
-    script = clone / "benchmarks" / "time_to_accuracy.py"
-    eval_seconds = run_logged([sys.executable, str(script), "--score", str((row_dir / "run").resolve())], clone, env,
-                              row_dir / "score.log")
-    run = row_dir / "run"
+    if not trained.exists():
+        shutil.rmtree(run, ignore_errors=True)
+        row_dir.mkdir(parents=True, exist_ok=True)
+        base = ["mapping=v_to_nint", *overrides, *args.set]
+        every = max(1, args.every_images // int(composed(clone, base).data.batch_size))
+        cmd = [sys.executable, "train.py", *base, f"timed_ckpt_every_n_steps={every}",
+               f"+trainer.max_time={{minutes:{args.max_minutes}}}", "trainer.enable_progress_bar=false",
+               f"hydra.run.dir={run.resolve()}"]
+        load, launched = os.getloadavg()[0], time.time()
+        seconds = run_logged(cmd, clone, env, row_dir / "train.log")
+        trained.write_text(json.dumps({"launched": launched, "train_minutes": seconds / 60, "threads": args.threads,
+                                       "every_n_steps": every, "load": [load, os.getloadavg()[0]],
+                                       "commit": ed["commit"]}, indent=1))
+    train = json.loads(trained.read_text())
+    eval_seconds = run_logged([sys.executable, str(Path(__file__).resolve()), "--score", str(run.resolve())], clone,
+                              env, row_dir / "score.log")
     index = json.loads((run / "checkpoints" / "timed" / "index.json").read_text())
-    points = timeline(index, json.loads((run / "timed_scores.json").read_text()), launched, ed["ed_minutes"])
-    extra = {"train_minutes": train_seconds / 60, "eval_minutes": eval_seconds / 60, "threads": args.threads,
-             "every_n_steps": every, "load": [load, load_end], "commit": ed["commit"]}
+    points = timeline(index, json.loads((run / "timed_scores.json").read_text()), train.pop("launched"),
+                      ed["ed_minutes"])
     row = summarize_row(name, overrides, points, ed["ed_minutes"], json.loads((run / "metrics.json").read_text()),
-                        extra)
+                        train | {"eval_minutes": eval_seconds / 60})
     (row_dir / "row.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -230,6 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generate-set", action="append", default=[], metavar="KEY=VALUE",
                         help="python -m physics.generate override (e.g. a smaller set for a trial)")
     parser.add_argument("--fresh", action="store_true", help="remove OUT's clone and rows first")
+    parser.add_argument("--rescore", action="store_true", help="score the rows' checkpoints again (no training)")
     parser.add_argument("--score", type=Path, help=argparse.SUPPRESS)  # internal: score one run dir
     args = parser.parse_args(argv)
     if args.score:

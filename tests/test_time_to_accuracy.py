@@ -57,15 +57,29 @@ def test_crossing_first_and_held():
 def test_timeline_adds_ed_and_leaves_out_the_saves_own_time():
     index = [{"step": 100, "file": "a", "unix_time": 1060.0, "overhead_s": 0.0},
              {"step": 200, "file": "b", "unix_time": 1130.0, "overhead_s": 10.0}]
-    scores = {"a": {"test_r2": 0.9, "val_r2": 0.91}, "b": {"test_r2": 0.99, "val_r2": 0.992}}
+    scores = {"a": {"test_r2": 0.9, "val_r2": 0.91, "test_r2_bs": 0.985},
+              "b": {"test_r2": 0.99, "val_r2": 0.992, "test_r2_bs": 0.97}}
     points = tta.timeline(index, scores, launched=1000.0, ed_minutes=2.0)
     assert [p["minutes"] for p in points] == [3.0, 4.0]
     row = tta.summarize_row("x", ["a=b"], points, 2.0, {"r2": 0.985, "best_step": 200, "generator_steps": 200},
                             {"train_minutes": 2.5, "eval_minutes": 0.1, "threads": 1, "load": [1.0, 2.0]})
     assert row["reached"]["0.99"] == {"first": 4.0, "held": 4.0}
+    assert row["reached_bs"]["0.98"] == {"first": 3.0, "held": None}  # scored with BN batch statistics
     table = tta.markdown([row | {"reached": {"0.98": {"first": 4.0, "held": 4.0},
                                              "0.99": {"first": None, "held": None}}}])
-    assert "| x | `a=b` | 2.0 | 4.0 | not reached in the budget |" in table
+    assert "| x | `a=b` | 2.0 | 4.0 | not reached | not reached | 0.9900 (step 200) | 0.9850 (step 200) | " \
+           "3.0 / not reached; 0.9700 |" in table
+
+
+def test_batch_stat_predictions_normalize_each_instance_alone(tiny_data, tmp_path, one_torch_thread):
+    """Batch norm on each instance's own statistics: a prediction depends on its input only, and differs from
+    the running-statistics prediction; the model is left in eval mode."""
+    run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path)), tmp_path)
+    model = Pix2Pix.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    x = torch.randn(3, 64, 64) * 0.05
+    both = tta.batch_stat_predictions(model, x)
+    assert torch.allclose(tta.batch_stat_predictions(model, x[1:2]), both[1:2], atol=1e-6)
+    assert not model.training and not torch.allclose(both, model.predict_maps(x), atol=1e-6)
 
 
 @pytest.mark.slow
@@ -85,6 +99,8 @@ def test_benchmark_on_a_tiny_grid(tmp_path):
     assert [p["step"] for p in row["points"]] == [2, 4, 6]  # 8 images at batch 4
     at_best = next(p for p in row["points"] if p["step"] == row["best_step"])
     assert at_best["test_r2"] == pytest.approx(row["run_test_r2"], abs=1e-6)  # the same weights, scored alike
+    assert all(-1e3 < p["test_r2_bs"] <= 1 for p in row["points"])
+    assert (tmp_path / "out" / "rows" / "default" / "train.json").exists()
     minutes = [p["minutes"] for p in row["points"]]
     assert result["ed"]["ed_minutes"] < minutes[0] and minutes == sorted(minutes)
     assert result["ed"]["same_as_reference"] in (False, None)  # a tiny set is not the paper's
