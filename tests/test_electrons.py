@@ -83,12 +83,13 @@ def _one_line(err: pytest.ExceptionInfo, *needles: str) -> None:
 
 def _train(paths: list[Path] | Path, run_dir: Path, mapping: str, n_train: int, n_val: int, n_test: int,
            *extra: str) -> Path:
-    """A 2-step run of `mapping` on the wide set(s); its best checkpoint."""
+    """A 2-step run of `mapping` on the wide set(s), at a constant lr (a run continued to more steps equals an
+    uninterrupted one only without a schedule over max_steps); its best checkpoint."""
     value = f"[{','.join(map(str, paths))}]" if isinstance(paths, list) else str(paths)
     cfg = compose_train(tiny_overrides(Path("unused"), run_dir, f"data.path={value}", f"mapping={mapping}",
                                        f"data.n_train={n_train}", f"data.n_val={n_val}", f"data.n_test={n_test}",
                                        "data.eval_batch_size=4", "max_steps=2", "val_every_n_steps=2", "n_panels=1",
-                                       *extra))
+                                       "model.lr_decay_start=1.0", *extra))
     run_tiny(cfg, run_dir)
     return run_dir / "checkpoints" / "best.ckpt"
 
