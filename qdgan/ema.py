@@ -27,13 +27,14 @@ def decay_at(decay: float, step: int) -> float:
 @torch.no_grad()
 def update(average: nn.Module, net: nn.Module, decay: float) -> None:
     """average ← decay·average + (1 − decay)·net, parameters and floating buffers; integer buffers copied."""
-    ours, theirs = list(average.parameters()), list(net.parameters())
-    torch._foreach_lerp_(ours, theirs, 1.0 - decay)
-    for a, b in zip(average.buffers(), net.buffers(), strict=True):
-        if a.is_floating_point():
-            a.lerp_(b, 1.0 - decay)
-        else:
-            a.copy_(b)
+    pairs = list(zip(average.buffers(), net.buffers(), strict=True))
+    floats = [pair for pair in pairs if pair[0].is_floating_point()]
+    ints = [pair for pair in pairs if not pair[0].is_floating_point()]
+    for group in (list(zip(average.parameters(), net.parameters(), strict=True)), floats):
+        if group:
+            torch._foreach_lerp_([a for a, _ in group], [b for _, b in group], 1.0 - decay)  # one call for all
+    if ints:
+        torch._foreach_copy_([a for a, _ in ints], [b for _, b in ints])
 
 
 def start(average: nn.Module, net: nn.Module) -> nn.Module:

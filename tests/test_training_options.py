@@ -101,7 +101,7 @@ def test_ema_update_is_the_analytic_average_on_a_toy():
 
 def test_ema_of_the_generator_after_k_steps_and_used_for_evaluation():
     torch.manual_seed(0)
-    model = tiny_model("model.ema_decay=0.8")
+    model = tiny_model("model.ema_decay=0.8", "model.density_output=null")  # model(x) is then G's raw output
     start = {k: v.clone() for k, v in model.generator.state_dict().items()}
     seen = Weights()
     fit(model, steps=5, callbacks_=[seen])
@@ -200,7 +200,7 @@ def test_cosine_and_linear_schedules():
         for s in scheds:
             s.step()
         lrs.append(opts[0].param_groups[0]["lr"])
-    assert lrs == pytest.approx([2e-4 * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)])
+    assert lrs == pytest.approx([model.hparams.lr_g * 0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(1, 5)])
     with pytest.raises(ValueError, match=r"model\.lr_schedule='step'"):
         tiny_model("model.lr_schedule=step")
 
@@ -322,8 +322,9 @@ def test_flat_adam_steps_its_parameters_like_adam_and_resumes_either_way():
     again = optim.FlatAdam(plain, lr=1e-2)
     again.load_state_dict(b.state_dict())  # a per-tensor Adam's state (NCHW parameters) loads too
     torch.testing.assert_close(again.state_dict()["state"][0]["exp_avg_sq"], b.state_dict()["state"][0]["exp_avg_sq"])
-    assert isinstance(tiny_model().configure_optimizers()[0], optim.FlatAdam)
-    assert type(tiny_model("model=pix2pix_paper").configure_optimizers()[0]) is torch.optim.Adam
+    for overrides, kind in (((), optim.FlatAdam), (("model=pix2pix_paper",), torch.optim.Adam)):
+        out = tiny_model(*overrides).configure_optimizers()  # (optimizers, schedulers) with a schedule
+        assert type((out[0] if isinstance(out, tuple) else out)[0]) is kind
 
 
 def test_fold_transposed_conv_is_the_transposed_conv_and_one_channel_maps_get_nhwc_strides():
