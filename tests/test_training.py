@@ -33,6 +33,9 @@ def test_every_mapping_and_discriminator_composes_and_builds(mapping, discrimina
     model = build_model(cfg)
     assert model.hparams.mapping == mapping
     assert model.hparams.is_density == (cfg.mapping.target != "potential")
+    # the data statistics setup() copies in: a density output layer needs N, the pixel area and the target range
+    model.scale.copy_(torch.tensor([0.0, 1.0, 0.0, 1.0]))
+    model.physics.copy_(torch.tensor([1.0, 2.0]))
     x = torch.zeros(2, 1, 64, 64)
     assert model(x).shape == x.shape
 

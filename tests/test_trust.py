@@ -41,7 +41,7 @@ def test_mc_spread_is_zero_without_dropout_and_positive_with_it(ckpt, tiny_data)
     np.testing.assert_array_equal(mc_spread(model, x, k=4, batch_size=4), spread)  # seeded
     assert not mc_spread(model, x, k=1).any()  # one pass has no spread
     assert not any(m.training for m in model.modules())  # the dropout layers are back in eval mode
-    for m in model.generator.modules():
+    for m in model.eval_generator.modules():  # the EMA copy where there is one (MC dropout samples it)
         if isinstance(m, torch.nn.Dropout):  # UniformDropout too (model.uniform_dropout)
             m.p = 0.0
     assert not mc_spread(model, x, k=4).any()
