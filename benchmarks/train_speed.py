@@ -55,7 +55,6 @@ VARIANTS = {  # ours: train.py overrides on top of the config's defaults
     "default-ud": ["model.uniform_dropout=false"],
     "default-cl": ["model.channels_last=false"],
     "default-flat": ["model.flat_adam=false"],
-    "default-overlap": ["model.overlap_real_pass=false"],
     "default-fold": ["model.fold_output=false"],
 }
 

@@ -11,15 +11,12 @@
   computes it natively, else none; on a GPU the trainer's precision decides, conf/trainer/gpu.yaml).
 - `channels_last`: NHWC strides that layers recognize also for one-channel maps.
 - `FoldConvTranspose2d`: a transposed convolution as matmul + col2im (G's output layer, `model.fold_output`).
-- `side_thread`, `intra_op_threads`: a second thread for work beside the main thread's (`model.overlap_real_pass`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
@@ -36,31 +33,6 @@ def channels_last(x: Tensor) -> Tensor:
     if x.is_contiguous(memory_format=torch.channels_last) and (x.shape[1] != 1 or x.stride(1) == 1):
         return x
     return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
-
-
-_SIDE: dict[int, ThreadPoolExecutor] = {}
-
-
-def side_thread() -> ThreadPoolExecutor:
-    """This process's one extra thread for work that overlaps the main thread's, running torch ops on one intra-op
-    thread (created on first use; a forked child makes its own)."""
-    pid = os.getpid()
-    if pid not in _SIDE:
-        _SIDE.clear()
-        _SIDE[pid] = ThreadPoolExecutor(1, thread_name_prefix="qdgan-side", initializer=torch.set_num_threads,
-                                        initargs=(1,))
-    return _SIDE[pid]
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int) -> Iterator[None]:
-    """Torch ops of this thread use `n` intra-op threads within the block."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class SplitBatchNorm2d(nn.BatchNorm2d):

@@ -2,10 +2,8 @@
 detached, loss_D = (real + fake)/2; G step with D frozen, one D pass on (α, G(α)), adv_weight·GAN + λ·L1.
 
 Each speed switch keeps this arithmetic (`qdgan.fast`): `joint_d_pass` gives D both pairs in one pass with per-half
-batch norm (the numbers of two passes); `overlap_real_pass` runs D's real pass and its backward in a second thread
-while G's forward runs (D's gradients summed from the two halves); `autocast` runs G and D in bf16 but G's output
-layer, the losses and the optimizers in fp32; freezing D's weights in G's backward only skips gradients the reference
-skips too.
+batch norm (the numbers of two passes); `autocast` runs G and D in bf16 but G's output layer, the losses and the
+optimizers in fp32; freezing D's weights in G's backward only skips gradients the reference skips too.
 """
 
 from __future__ import annotations
@@ -40,48 +38,9 @@ def d_logits(model: Any, x: Tensor, real: Tensor, fake: Tensor) -> tuple[Tensor,
     return logits[: len(x)], logits[len(x):]
 
 
-def overlaps(model: Any) -> bool:
-    """Whether D's real pass runs beside G's forward: `model.overlap_real_pass`, two separate D passes, a CPU and
-    at least two torch threads."""
-    hp = model.hparams
-    return bool(hp.overlap_real_pass and not hp.joint_d_pass and model.discriminator is not None
-                and model.device.type == "cpu" and torch.get_num_threads() >= 2)
-
-
-def _real_half(model: Any, x: Tensor, y: Tensor, cast: torch.dtype | None) -> tuple[Tensor, Tensor]:
-    """D's pass on (x, y) and the backward of its half of loss_D into D's gradients: the real logits and loss."""
-    with fast.autocast(cast, model.device):
-        logits = model._nets["d"](x, y)
-        loss = adversarial(logits, True, model.hparams.gan_mode)
-    (0.5 * loss).backward()
-    return logits, loss.detach()
-
-
-def d_backward_overlapped(model: Any, x: Tensor, y: Tensor, opt_d: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """G's forward on one thread while `fast.side_thread` runs D's real pass and its backward; then, on all threads,
-    D's fake pass and its backward. D's gradients add up to those of one backward of loss_D, and its batch norm
-    sees the real pair first, as in `d_logits`. G(x), loss_D and the real and fake logits."""
-    cast = model.autocast_dtype
-    opt_d.zero_grad(set_to_none=True)
-    with fast.intra_op_threads(1):
-        real = fast.side_thread().submit(_real_half, model, x, y, cast)
-        try:
-            with fast.autocast(cast, model.device):
-                fake = model(x)
-        finally:
-            real_logits, loss_real = real.result()
-    with fast.autocast(cast, model.device):
-        fake_logits = model._nets["d"](x, fake.detach())
-        loss_fake = adversarial(fake_logits, False, model.hparams.gan_mode)
-    model.manual_backward(0.5 * loss_fake)
-    return fake, 0.5 * (loss_real + loss_fake.detach()), real_logits, fake_logits
-
-
 def d_backward(model: Any, x: Tensor, y: Tensor, opt_d: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """G's forward, D's passes on the real and fake pairs, and the backward of loss_D into D's gradients (with
-    `overlaps`, `d_backward_overlapped`). G(x), loss_D and the real and fake logits."""
-    if overlaps(model):
-        return d_backward_overlapped(model, x, y, opt_d)
+    """G's forward, D's passes on the real and fake pairs, and the backward of loss_D into D's gradients. G(x),
+    loss_D and the real and fake logits."""
     cast, gan_mode = model.autocast_dtype, model.hparams.gan_mode
     with fast.autocast(cast, model.device):
         fake = model(x)  # fp32: G's output layer runs in fp32

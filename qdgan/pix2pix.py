@@ -8,9 +8,9 @@ Scaling statistics and the training-set mean image live in buffers, so a checkpo
 physical inputs to physical outputs. Trained on data of several N (issue 11), G and D take N as a second
 input channel (`scaling.with_electrons`) and the hyperparameter `electrons` records those N.
 Speed switches that keep the step's arithmetic (`qdgan.fast`): one D pass over real and fake pairs with
-per-half batch norm (`joint_d_pass`), D's real pass beside G's forward in a second thread (`overlap_real_pass`),
-bf16 autocast with G's output layer in fp32 (`autocast`), that layer as matmul + col2im (`fold_output`), NHWC
-(`channels_last`), Adam on one flat buffer (`flat_adam`); D is frozen during G's backward, as in the reference. Options: an EMA of G's weights for
+per-half batch norm (`joint_d_pass`), bf16 autocast with G's output layer in fp32 (`autocast`), that layer as
+matmul + col2im (`fold_output`), NHWC (`channels_last`), Adam on one flat buffer (`flat_adam`); D is frozen during
+G's backward, as in the reference. Options: an EMA of G's weights for
 evaluation (`ema_decay`, `qdgan.ema`), a density output layer with n ≥ 0 and ∫n = N (`density_output`,
 `qdgan.density`), a linear or cosine learning-rate decay (`qdgan.optim`).
 """
@@ -51,7 +51,6 @@ class Pix2Pix(L.LightningModule):
         compile: bool = False,
         fused_adam: bool = True,
         flat_adam: bool = False,
-        overlap_real_pass: bool = False,
         fold_output: bool = False,
         joint_d_pass: bool = False,
         autocast: str = "none",
