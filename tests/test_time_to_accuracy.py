@@ -19,9 +19,16 @@ tta = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(tta)
 
 
-def test_timed_checkpoints_every_n_steps_with_their_time(tiny_data, tmp_path, one_torch_thread):
-    run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path, "timed_ckpt_every_n_steps=2")), tmp_path)
-    timed = tmp_path / "checkpoints" / "timed"
+@pytest.fixture(scope="module")
+def timed_run(tiny_data, tmp_path_factory, one_torch_thread):
+    """A 6-step tiny run with a timed checkpoint every 2 steps."""
+    run_dir = tmp_path_factory.mktemp("timed")
+    run_tiny(compose_train(tiny_overrides(tiny_data, run_dir, "timed_ckpt_every_n_steps=2")), run_dir)
+    return run_dir
+
+
+def test_timed_checkpoints_every_n_steps_with_their_time(timed_run):
+    timed = timed_run / "checkpoints" / "timed"
     index = json.loads((timed / "index.json").read_text())
     assert [e["step"] for e in index] == [2, 4, 6]
     times = [e["unix_time"] for e in index]
@@ -71,11 +78,10 @@ def test_timeline_adds_ed_and_leaves_out_the_saves_own_time():
            "3.0 / not reached; 0.9700 |" in table
 
 
-def test_batch_stat_predictions_normalize_each_instance_alone(tiny_data, tmp_path, one_torch_thread):
+def test_batch_stat_predictions_normalize_each_instance_alone(timed_run):
     """Batch norm on each instance's own statistics: a prediction depends on its input only, and differs from
     the running-statistics prediction; the model is left in eval mode."""
-    run_tiny(compose_train(tiny_overrides(tiny_data, tmp_path)), tmp_path)
-    model = Pix2Pix.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu")
+    model = Pix2Pix.load_from_checkpoint(timed_run / "checkpoints" / "last.ckpt", map_location="cpu")
     x = torch.randn(3, 64, 64) * 0.05
     both = tta.batch_stat_predictions(model, x)
     assert torch.allclose(tta.batch_stat_predictions(model, x[1:2]), both[1:2], atol=1e-6)
