@@ -69,6 +69,11 @@ def test_input_distance_is_larger_for_alien_inputs(ckpt, tiny_data):
     assert 0.7 < np.median(near["knn"]) < 1.4  # unseen maps of the training kind: as close as training maps are
     assert np.median(wide["knn"]) > 2 * np.median(near["knn"]) and np.median(far["knn"]) > np.median(near["knn"])
     assert all(np.isfinite(near[f]).all() and (near[f] >= 0).all() for f in ("tta", *trust.LOCAL))
+    cache = trust.run_dir(ckpt) / trust.INPUT_STATS  # a cache from before the local features, no training data
+    trust.save_input_stats(cache, {k: v for k, v in stats.items() if not k.startswith("ref_")})
+    older, note = input_stats(ckpt, model, None)
+    assert "ref_points" not in older and np.array_equal(older["components"], stats["components"]), note
+    trust.save_input_stats(cache, stats)
 
 
 def test_tta_is_zero_for_an_equivariant_map_and_not_for_others():

@@ -151,8 +151,9 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
     stats = trust.load_input_stats(cache)
     if stats is not None and ("ref_points" in stats or not can_localize(model)):
         return stats, f"training-input statistics from {cache}"
-    if run_cfg is None or "data" not in run_cfg:
-        return None, f"no input distance: no config.yaml next to {Path(checkpoint).parent} names the training data"
+    if run_cfg is None or "data" not in run_cfg:  # an older cache without the local features' reference still serves
+        return stats, (f"training-input statistics from {cache}" if stats is not None else
+                       f"no input distance: no config.yaml next to {Path(checkpoint).parent} names the training data")
     from qdgan.datasets import as_paths, split_selection
 
     try:  # the training split of data.path: one set, or each listed set's rows of the run's split
@@ -162,7 +163,8 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
             sets.append(load_inputs(str(path), model.hparams.input_name, split=split, indices=indices,
                                     run_config=run_cfg))
     except Exception as err:  # a moved or missing data set: the distance features are then left out
-        return None, f"no input distance: training data {run_cfg.data.path} unreadable ({err})"
+        return stats, (f"training-input statistics from {cache}" if stats is not None else
+                       f"no input distance: training data {run_cfg.data.path} unreadable ({err})")
     total = sum(len(t) for t in sets)
     rows = np.sort(np.random.default_rng(0).choice(total, min(total, trust.N_REFERENCE), replace=False))
     xs, offset = [], 0
