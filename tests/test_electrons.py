@@ -365,3 +365,24 @@ def test_addition_energies_of_sets_of_the_same_potentials(sets, tmp_path):
         add.load([sets["n1"], sets["n3"]])
     _one_line(err, "hold N = [1, 3]; expected consecutive N")
     assert add.main(["--sets", str(sets["n1"]), str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 1
+
+
+def test_shared_own_mean_scores_against_the_per_n_models_training_mean(shared, single, wide):
+    spec = importlib.util.spec_from_file_location("shared_own_mean", ROOT / "benchmarks" / "shared_own_mean.py")
+    own = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(own)
+    split = {"split_seed": 0, "n_train": 16, "n_val": 4, "n_test": 4}  # each set's share of the shared run's split
+    per_n_model = Pix2Pix.load_from_checkpoint(single, map_location="cpu")  # trained on the N = 2 set alone
+    assert torch.equal(torch.from_numpy(own.training_mean(str(wide["n2"]), split)), per_n_model.target_mean.cpu())
+    run_dir = shared["v_to_nint"].parents[1]
+    scores = own.score(run_dir, {1: str(wide["n1"]), 2: str(wide["n2"])}, split)
+    per_n = json.loads((run_dir / "metrics.json").read_text())["per_n"]
+    for n in ("1", "2"):
+        assert scores[n]["r2_study"] == pytest.approx(per_n[n]["r2"], abs=1e-6)  # the run's own per-N test scores
+    model = Pix2Pix.load_from_checkpoint(shared["v_to_nint"], map_location="cpu")
+    ds, test = open_dataset(wide["n2"]), torch.from_numpy(split_indices(24, 0, 16, 4, 4)["test"])
+    x, y = (torch.from_numpy(np.asarray(ds[q][:], dtype=np.float32)) for q in ("potential", "n_int"))
+    _, pred = evaluate(model, x[test], y[test])
+    expected = float(metrics.r2_score(pred, y[test], per_n_model.target_mean.cpu()))
+    assert scores["2"]["r2_own_mean"] == pytest.approx(expected, abs=1e-6)
+    assert scores["2"]["r2_own_mean"] != pytest.approx(scores["2"]["r2_study"], abs=1e-9)  # another β̄, another R²
