@@ -164,6 +164,8 @@ def main() -> None:
     ap.add_argument("--no-calibrate", action="store_true")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="calibration and evaluation sets")
     ap.add_argument("--k", type=int, default=8, help="MC-dropout passes (0: none; the estimate then costs ~nothing)")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="symmetry passes of tta for the calibration (default: calibrate's, trust.TTA_PASSES)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--recall", type=float, default=0.98, help="calibration recall target")
     ap.add_argument("--half", type=int, default=100,
@@ -178,24 +180,28 @@ def main() -> None:
     CAL, EVAL = ([home + s if s.startswith("@") else s for s in PRESETS[args.preset][k]] for k in ("cal", "eval"))
     if not args.no_calibrate:
         sets = [a for s in CAL for a in ("--set", s)]
-        calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *sets])
+        passes = ["--passes", str(args.passes)] if args.passes else []
+        calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *passes,
+                        *sets])
     cal = trust.load_calibration(trust.run_dir(args.checkpoint) / trust.CALIBRATION)
     model = checkpoint.load_model(args.checkpoint, "cpu")
     run_cfg = checkpoint.run_config(args.checkpoint)
-    stats, _ = input_stats(args.checkpoint, model, run_cfg)
-    data = calibrate.collect(model, args.checkpoint, run_cfg, EVAL, args.k, 100, stats, evaluate=True)
+    passes = trust.calibration_passes(cal)  # tta as the calibration computed it
+    stats, _ = input_stats(args.checkpoint, model, run_cfg, passes)
+    data = calibrate.collect(model, args.checkpoint, run_cfg, EVAL, args.k, 100, stats, evaluate=True, passes=passes)
     data["mean"] = model.target_mean.cpu().numpy()
     err, feats = 1 - data["r2"], data["features"]
     est = trust.estimate_r2(cal, feats)
     result = {
-        "calibration": {k: cal[k] for k in ("features", "threshold", "spearman_raw", "spearman_cv", "fit", "sets")},
+        "calibration": {k: cal.get(k) for k in ("features", "threshold", "passes", "spearman_raw", "spearman_cv", "fit",
+                                                 "sets")},
         "evaluation_sets": EVAL, "n_eval": len(err), "n_eval_in_family": int(data["in_family"].sum()),
         "spearman_eval": {f: trust.spearman(v, err) for f, v in feats.items()}, **scores(cal, data),
         "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},
         "reliability_bins": reliability(est, data["r2"], Path(args.out)),
     }
     if args.ablate:  # fixed feature sets, calibrated on the same sets (not written), scored alike
-        cal_data = calibrate.collect(model, args.checkpoint, run_cfg, CAL, args.k, 100, stats)
+        cal_data = calibrate.collect(model, args.checkpoint, run_cfg, CAL, args.k, 100, stats, passes=passes)
         result["ablation"] = {
             names: scores(trust.calibrate(cal_data["features"], cal_data["r2"], cal_data["in_family"], args.recall,
                                           names.split("+")), data) for names in args.ablate.split(",")}

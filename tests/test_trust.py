@@ -17,7 +17,7 @@ from tiny import ROOT, TINY_PHYSICS, compose_app, train_tiny
 from physics.dataset import open_dataset
 from qdgan.apply import InputError, calibrate, checkpoint, trust
 from qdgan.apply.predict import run_predict
-from qdgan.apply.uncertainty import features, input_stats, mc_spread, symmetries, tta_spread
+from qdgan.apply.uncertainty import bottleneck_capture, features, input_stats, mc_spread, symmetries, tta_spread
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -94,6 +94,26 @@ def test_tta_is_zero_for_an_equivariant_map_and_not_for_others():
     assert len(symmetries(square=False)) == 4
 
 
+def test_tta_takes_the_first_passes_and_the_callers_identity_pass():
+    x = torch.rand(3, 8, 8, dtype=torch.float64)
+    group = symmetries()
+    assert torch.equal(group[0][0](x), x)  # identity first: its pass is the caller's prediction
+    assert [g(torch.arange(4.0).reshape(2, 2)).flatten().tolist() for g, _ in group[:4]] == \
+        [[0, 1, 2, 3], [3, 2, 1, 0], [0, 2, 1, 3], [3, 1, 2, 0]]  # trust.SYMMETRY_ORDER: e, r180, the 2 diagonals
+    calls = []
+
+    def ramp(v: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return v * torch.linspace(0, 1, 8, dtype=torch.float64)
+
+    mean = torch.zeros(8, 8, dtype=torch.float64)
+    full = tta_spread(ramp, x, mean, passes=4)
+    assert len(calls) == 4 and (full > 1e-3).all()
+    calls.clear()
+    assert torch.equal(tta_spread(ramp, x, mean, passes=4, identity=ramp(x)), full) and len(calls) == 1 + 3
+    assert not torch.equal(tta_spread(ramp, x, mean, passes=2), full)
+
+
 def test_knn_ratio_is_one_for_training_like_points_and_large_far_away():
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(2000, 6)) * np.array([1, 1, 3, 3, 0.3, 0.3])  # anisotropic: the ratio is local
@@ -164,6 +184,34 @@ def test_calibrate_command_and_calibrated_predictions(ckpt, tiny_data, tmp_path)
     report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path / "local", "indices=0:8",
                                      f"trust.calibration={tmp_path / 'local.json'}"))
     assert report["trust"]["k"] == 0 and np.isfinite(report["trust"]["estimated_r2"]).all()  # no MC passes needed
+
+
+def test_prediction_pass_serves_as_tta_identity_and_passes_follow_the_calibration(ckpt, tiny_data, tmp_path):
+    model = checkpoint.load_model(ckpt)
+    x = open_dataset(tiny_data).potential[:6]
+    stats, _ = input_stats(ckpt, model, checkpoint.run_config(ckpt), passes=3)
+    assert trust.reference_passes(stats) == 3  # a cache of other passes (the default) was computed again
+    with bottleneck_capture(model) as found:
+        pred = model.predict_maps(torch.from_numpy(x), 4).numpy()
+    calls = []
+    hook = model.eval_generator.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        reused = features(model, x, pred, 0, 4, stats, passes=3, points=torch.cat(found).numpy())
+        assert len(calls) == 2 * 2  # two batches of 4 and 2, each 3 passes less the caller's identity pass
+        again = features(model, x, pred, 0, 4, stats, passes=3)  # no bottleneck given: the identity pass runs
+        assert len(calls) == 4 + 2 * 3
+    finally:
+        hook.remove()
+    assert set(reused) >= {"tta", *trust.LOCAL}
+    for f in ("tta", *trust.LOCAL):
+        np.testing.assert_allclose(reused[f], again[f], rtol=1e-5, err_msg=f)
+    cal = calibrate.main(["--checkpoint", str(ckpt), "--set", f"{tiny_data}@val", "--set", f"{tiny_data}@0:30",
+                          "--k", "0", "--passes", "3", "--features", "tta+knn", "--out", str(tmp_path / "t.json")])
+    assert cal["passes"] == 3 and trust.calibration_passes(trust.load_calibration(tmp_path / "t.json")) == 3
+    assert trust.calibration_passes({"features": ["tta"]}) == 8  # a calibration from before the setting
+    report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path, "indices=0:6",
+                                     f"trust.calibration={tmp_path / 't.json'}"))
+    np.testing.assert_allclose(report["trust"]["estimated_r2"], trust.estimate_r2(cal, reused), rtol=1e-5)
 
 
 def test_uncalibrated_estimate_is_noted_and_threshold_flags(ckpt, tiny_data, tmp_path):

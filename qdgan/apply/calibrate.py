@@ -54,12 +54,14 @@ def distributions(paths: str | Path | list[Any] | Any) -> frozenset[str] | None:
 
 
 def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int, batch_size: int,
-            stats: dict[str, Any] | None, evaluate: bool = False) -> dict[str, Any]:
-    """Inputs, truths, predictions, trust features, R²_i and in-family marks of the data sets `specs`
-    (`evaluate`: for measuring, so a test split is allowed)."""
-    from qdgan.apply.checkpoint import timed_predictions
+            stats: dict[str, Any] | None, evaluate: bool = False, passes: int = trust.TTA_PASSES) -> dict[str, Any]:
+    """Inputs, truths, predictions, trust features (tta of `passes` symmetries), R²_i and in-family marks of the
+    data sets `specs` (`evaluate`: for measuring, so a test split is allowed)."""
+    import torch
+
+    from qdgan.apply.checkpoint import timed, warm_up
     from qdgan.apply.inputs import load_inputs
-    from qdgan.apply.uncertainty import features
+    from qdgan.apply.uncertainty import bottleneck_capture, features
     from qdgan.datasets import split_selection
 
     hp, mean = model.hparams, model.target_mean.cpu().numpy()
@@ -72,8 +74,11 @@ def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int,
         x, y = inputs.read(), inputs.companion(hp.target_name)
         if y is None:
             raise InputError(f"--set {spec}: holds no {hp.target_name} to calibrate against; expected a data set")
-        pred, _ = timed_predictions(model, x, batch_size)
-        feats = features(model, x, pred, k, batch_size, stats)
+        warm_up(model, x, len(x), batch_size)
+        with bottleneck_capture(model) as found:  # the prediction is tta's identity pass
+            pred, _ = timed(model, x, batch_size)
+        feats = features(model, x, pred, k, batch_size, stats, passes=passes,
+                         points=torch.cat(found).numpy() if found else None)
         mine = distributions(path)
         row = {"x": x, "y": y, "pred": pred, "r2": trust.r2_per_instance(pred, y, mean),
                "in_family": np.full(len(x), bool(home and mine and mine <= home)), "set": np.full(len(x), spec)}
@@ -95,17 +100,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--recall", type=float, default=0.98,
                     help="share of R²_i < 0.9 to flag (out-of-fold; 0.98 leaves a margin for a 0.95 target)")
+    ap.add_argument("--passes", type=int, default=trust.TTA_PASSES, choices=range(2, 9), metavar="2..8",
+                    help="symmetry passes of tta (the first of trust.SYMMETRY_ORDER; predict then uses as many)")
     ap.add_argument("--features", default=None,
                     help=f"a fixed set, e.g. tta+charge (default: forward selection among {'|'.join(trust.FEATURES)})")
     ap.add_argument("--out", default=None, help="default: <run dir>/trust.json")
     args = ap.parse_args(argv)
     model = checkpoint.load_model(args.checkpoint, "auto")
     run_cfg = checkpoint.run_config(args.checkpoint)
-    stats, note = input_stats(args.checkpoint, model, run_cfg)
-    data = collect(model, args.checkpoint, run_cfg, args.sets, args.k, args.batch_size, stats)
+    stats, note = input_stats(args.checkpoint, model, run_cfg, args.passes)
+    data = collect(model, args.checkpoint, run_cfg, args.sets, args.k, args.batch_size, stats, passes=args.passes)
     names = args.features.split("+") if args.features else None
     cal = trust.calibrate(data["features"], data["r2"], data["in_family"], args.recall, names)
-    cal |= {"checkpoint": str(args.checkpoint), "k": args.k, "sets": args.sets, "input_stats": note,
+    cal |= {"checkpoint": str(args.checkpoint), "k": args.k, "passes": args.passes, "sets": args.sets,
+            "input_stats": note,
             "error": "1 − R²_i, R²_i against the checkpoint's training-mean target image"}
     out = Path(args.out) if args.out else trust.run_dir(args.checkpoint) / trust.CALIBRATION
     trust.save_calibration(out, cal)

@@ -115,8 +115,10 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     """Read, predict (inputs of N = `n_el`), estimate trust, (solve by ED: all with verify=true, the flagged with
     verify=auto,) write `chunk` maps at a time; fill the report's speed, charge, trust and verify entries; return
     the first `n_panels` inputs, predictions (and references)."""
+    import torch
+
     from qdgan.apply import checkpoint
-    from qdgan.apply.uncertainty import assess_chunk
+    from qdgan.apply.uncertainty import assess_chunk, bottleneck_capture
     from qdgan.metrics import Scores
 
     hp, n, bs = model.hparams, len(inputs), cfg.batch_size
@@ -132,14 +134,15 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
             x = inputs.read(a, b)
             if a == 0:
                 checkpoint.warm_up(model, x, n, bs, n_electrons=n_el)
-            pred, t = checkpoint.timed(model, x, bs, n_el)
+            with bottleneck_capture(model, bool(state and state.get("local"))) as found:  # for the local features
+                pred, t = checkpoint.timed(model, x, bs, n_el)
             seconds += t
             arrays = {hp.input_name: x, hp.target_name: pred, "index": inputs.rows[a:b]}
             if is_density(hp.target_name):
                 charges.append(checkpoint.charge(pred, float(model.physics[0])))
             if state:
                 t0 = time.perf_counter()
-                est = assess_chunk(state, model, x, pred, bs, n_el)
+                est = assess_chunk(state, model, x, pred, bs, n_el, torch.cat(found).numpy() if found else None)
                 trust_seconds += time.perf_counter() - t0
                 from_ed = np.zeros(b - a, bool)
                 if mode == "auto" and (flagged := np.flatnonzero(est["flagged"])).size:

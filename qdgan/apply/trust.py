@@ -41,6 +41,11 @@ N_COMPONENTS = 16
 N_REFERENCE = 5000  # training inputs whose bottleneck features, tta and charge the local features compare with
 K_NEIGHBOURS = 10
 MIN_GAIN = 0.002  # forward selection adds a feature only if the 5-fold Spearman rises by this much
+# The square's 8 symmetries as flip·4 + quarter turns (flip first), in the order tta takes them: its P passes
+# are the first P (`calibrate --passes`, stored in trust.json); TTA_PASSES for a new calibration. The first 4 (e,
+# half turn, the 2 diagonal reflections) ranked errors as well as all 8 on the mixture model (docs/inverse.md).
+SYMMETRY_ORDER = (0, 2, 5, 7, 1, 3, 4, 6)
+TTA_PASSES = 4
 
 
 def run_dir(checkpoint: str | Path) -> Path:
@@ -116,6 +121,16 @@ def local_features(stats: dict[str, Any], bottleneck: np.ndarray, tta: np.ndarra
     if charge is not None and "ref_charge" in stats:
         out["charge_local"] = charge / np.maximum(stats["ref_charge"][idx].mean(axis=1), 1e-12)
     return out
+
+
+def calibration_passes(cal: dict[str, Any] | None) -> int:
+    """The symmetry passes of the calibration's tta (8 for one made before they were a setting)."""
+    return int((cal or {}).get("passes", len(SYMMETRY_ORDER) if cal else TTA_PASSES))
+
+
+def reference_passes(stats: dict[str, Any]) -> int | None:
+    """The symmetry passes of the cached reference's tta (8 before they were a setting); None without one."""
+    return None if "ref_tta" not in stats else int(stats.get("ref_passes", len(SYMMETRY_ORDER)))
 
 
 def save_input_stats(path: Path, stats: dict[str, Any]) -> None:

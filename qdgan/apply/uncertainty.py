@@ -12,7 +12,7 @@ grid, under which ED's potential ↦ density maps are exactly equivariant (8 det
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,8 @@ def mc_spread(model: Pix2Pix, values: np.ndarray, k: int, batch_size: int = 100,
 
 
 def symmetries(square: bool = True) -> list[tuple[Callable[[torch.Tensor], torch.Tensor], ...]]:
-    """(g, g⁻¹) on the last two axes for the 8 symmetries of a square (identity first); the 4 of a
-    rectangle (flips) when not `square`."""
+    """(g, g⁻¹) on the last two axes for the 8 symmetries of a square in trust.SYMMETRY_ORDER (identity
+    first: the first P of them are tta's P passes); the 4 of a rectangle (no quarter turns) when not `square`."""
     def op(flip: bool, turns: int, inverse: bool) -> Callable[[torch.Tensor], torch.Tensor]:
         def apply(a: torch.Tensor) -> torch.Tensor:
             if inverse:
@@ -72,15 +72,18 @@ def symmetries(square: bool = True) -> list[tuple[Callable[[torch.Tensor], torch
             return torch.rot90(a.flip(-1) if flip else a, turns, (-2, -1))
         return apply
 
-    turns = range(4) if square else (0, 2)
-    return [(op(f, t, False), op(f, t, True)) for f in (False, True) for t in turns]
+    group = [(op(f, t, False), op(f, t, True)) for f in (False, True) for t in range(4)]
+    return [group[i] for i in trust.SYMMETRY_ORDER if square or i % 2 == 0]
 
 
-def tta_spread(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-               mean_image: torch.Tensor) -> torch.Tensor:
-    """Σ_pixels Var_g(g⁻¹ predict(g x)) / Σ_pixels (mean_g − β̄)² per instance of x (B, …, H, W): 0 for
-    an exactly equivariant `predict` (B, H, W)."""
-    ys = torch.stack([inv(predict(g(x))).double() for g, inv in symmetries(x.shape[-1] == x.shape[-2])])
+def tta_spread(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, mean_image: torch.Tensor,
+               passes: int = 8, identity: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_pixels Var_g(g⁻¹ predict(g x)) / Σ_pixels (mean_g − β̄)² per instance of x (B, …, H, W) over the first
+    `passes` (≥ 2) of `symmetries`: 0 for an exactly equivariant `predict` (B, H, W). `identity`: predict(x)
+    where the caller has it (that pass is then not run again)."""
+    group = symmetries(x.shape[-1] == x.shape[-2])[:passes]
+    first = predict(x) if identity is None else identity.to(x.device)
+    ys = torch.stack([first.double()] + [inv(predict(g(x))).double() for g, inv in group[1:]])
     spread = ((ys.mean(dim=0) - mean_image.double()) ** 2).sum(dim=(1, 2))
     return ys.var(dim=0, unbiased=True).sum(dim=(1, 2)) / spread.clamp_min(1e-30)
 
@@ -91,25 +94,43 @@ def bottleneck_module(model: Pix2Pix) -> nn.Module | None:
     return down[-1] if isinstance(down, nn.ModuleList) and len(down) else None
 
 
-@torch.no_grad()
-def symmetry_passes(model: Pix2Pix, values: np.ndarray, batch_size: int = 100,
-                    n_electrons: float | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """tta (n,) of physical inputs and their bottleneck features (n, C) from the identity pass (None for a
-    generator without one)."""
-    model.eval()
-    mean_image, layer, found = model.target_mean.to(model.device), bottleneck_module(model), []
+@contextlib.contextmanager
+def bottleneck_capture(model: Pix2Pix, enabled: bool = True) -> Iterator[list[torch.Tensor]]:
+    """Within the block, every forward pass of the generator appends its bottleneck features (B, C) to the
+    yielded list (nothing for a generator without a bottleneck, or when not `enabled`)."""
+    layer, found = bottleneck_module(model) if enabled else None, []
     hook = layer.register_forward_hook(lambda m, i, o: found.append(o.flatten(1).float().cpu())) if layer else None
-    out = np.empty(len(values))
     try:
-        for a in range(0, len(values), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(values[a:a + batch_size], dtype=np.float32)).to(model.device)
-            out[a:a + len(x)] = tta_spread(lambda v: model.physical_prediction(model.network_input(v, n_electrons)),
-                                           x, mean_image).cpu().numpy()
-            del found[len(found) - 7:]  # keep the identity pass's (the first of the 8)
+        yield found
     finally:
         if hook:
             hook.remove()
-    return out, torch.cat(found).numpy() if found else None
+
+
+@torch.no_grad()
+def symmetry_passes(model: Pix2Pix, values: np.ndarray, batch_size: int = 100, n_electrons: float | None = None,
+                    passes: int = 8, pred: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """tta (n,) of physical inputs over `passes` symmetries, the identity pass's bottleneck features (n, C)
+    (None for a generator without one, or when `pred`, the caller's predictions of `values`, stands in for that
+    pass) and the identity pass's predictions (n, H, W) float32."""
+    model.eval()
+    mean_image, out = model.target_mean.to(model.device), np.empty(len(values))
+    ident = np.empty(values.shape, np.float32) if pred is None else np.asarray(pred, np.float32)
+
+    def predict(v: torch.Tensor) -> torch.Tensor:
+        return model.physical_prediction(model.network_input(v, n_electrons))
+
+    found: list[torch.Tensor] = []
+    for a in range(0, len(values), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(values[a:a + batch_size], dtype=np.float32)).to(model.device)
+        if pred is None:  # the identity pass, whose bottleneck features are kept
+            with bottleneck_capture(model) as got:
+                ident[a:a + len(x)] = predict(x).cpu().numpy()
+            found += got
+        out[a:a + len(x)] = tta_spread(predict, x, mean_image, passes,
+                                       torch.from_numpy(ident[a:a + len(x)])).cpu().numpy()
+    return out, torch.cat(found).numpy() if found else None, ident
 
 
 @torch.no_grad()
@@ -124,11 +145,11 @@ def can_localize(model: Any) -> bool:
     return isinstance(model, Pix2Pix) and not model.conditioned and bottleneck_module(model) is not None
 
 
-def reference(model: Pix2Pix, x: np.ndarray, batch_size: int = 100) -> dict[str, np.ndarray]:
-    """`trust.fit_reference` of physical training inputs x: their bottleneck features, tta and charge."""
-    tta, points = symmetry_passes(model, x, batch_size)
-    pred = model.predict_maps(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), batch_size).numpy()
-    return trust.fit_reference(points, tta, charge_error(model, pred))
+def reference(model: Pix2Pix, x: np.ndarray, passes: int, batch_size: int = 100) -> dict[str, np.ndarray]:
+    """`trust.fit_reference` of physical training inputs x: their bottleneck features, tta (of `passes`) and
+    charge."""
+    tta, points, pred = symmetry_passes(model, x, batch_size, passes=passes)
+    return trust.fit_reference(points, tta, charge_error(model, pred)) | {"ref_passes": np.array(passes)}
 
 
 def charge_error(model: Pix2Pix, pred: np.ndarray, n_electrons: float | None = None) -> np.ndarray | None:
@@ -141,15 +162,17 @@ def charge_error(model: Pix2Pix, pred: np.ndarray, n_electrons: float | None = N
     return np.abs(charge(pred, float(model.physics[0])) - n)
 
 
-def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str, Any] | None, str]:
+def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any,
+                passes: int = trust.TTA_PASSES) -> tuple[dict[str, Any] | None, str]:
     """The principal components of the run's training inputs and (`can_localize`) the reference of the local
-    features, of N_REFERENCE sampled training inputs (cached as `<run dir>/trust_inputs.npz`), and a note;
-    None when the run's config.yaml or its data set (data.path, split train) cannot be read."""
+    features with tta of `passes` symmetries, of N_REFERENCE sampled training inputs (cached as
+    `<run dir>/trust_inputs.npz`; a cache of other passes is computed again), and a note; None when the run's
+    config.yaml or its data set (data.path, split train) cannot be read."""
     from qdgan.apply.inputs import load_inputs
 
     cache = trust.run_dir(checkpoint) / trust.INPUT_STATS
     stats = trust.load_input_stats(cache)
-    if stats is not None and ("ref_points" in stats or not can_localize(model)):
+    if stats is not None and (trust.reference_passes(stats) == passes or not can_localize(model)):
         return stats, f"training-input statistics from {cache}"
     if run_cfg is None or "data" not in run_cfg:  # an older cache without the local features' reference still serves
         return stats, (f"training-input statistics from {cache}" if stats is not None else
@@ -173,7 +196,7 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
                for a, b in train.chunks(1000)]
         offset += len(train)
     x = np.concatenate(xs)
-    stats = trust.fit_input_stats(encoded(model, x)) | (reference(model, x) if can_localize(model) else {})
+    stats = trust.fit_input_stats(encoded(model, x)) | (reference(model, x, passes) if can_localize(model) else {})
     with contextlib.suppress(OSError):  # a read-only run folder: computed again next time
         trust.save_input_stats(cache, stats)
     return stats, f"training-input statistics of {len(x)} training inputs of {run_cfg.data.path}, cached in {cache}"
@@ -181,9 +204,12 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any) -> tuple[dict[str
 
 def features(model: Pix2Pix, values: np.ndarray, pred: np.ndarray, k: int, batch_size: int,
              stats: dict[str, Any] | None, seed: int = 0, n_electrons: float | None = None,
-             tta: bool = True) -> dict[str, np.ndarray]:
+             tta: bool = True, passes: int = trust.TTA_PASSES, points: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
     """The raw trust features of `trust.FEATURES` for physical inputs of N = `n_electrons` (default: the
-    model's one N) and their predictions; mc only for k ≥ 2, tta and the local features only with `tta`."""
+    model's one N) and their predictions; mc only for k ≥ 2, tta (of `passes` symmetries) and the local
+    features only with `tta`. `points`: the bottleneck features of the passes that made `pred`
+    (`bottleneck_capture`); without them, and with local features to compute, the identity pass runs again."""
     out = {"mc": mc_spread(model, values, k, batch_size, seed, n_electrons)}
     mean = model.target_mean.cpu().numpy().astype(np.float64)
     out["contrast"] = ((np.asarray(pred, np.float64) - mean) ** 2).sum(axis=(1, 2)) / max((mean**2).sum(), 1e-30)
@@ -192,8 +218,11 @@ def features(model: Pix2Pix, values: np.ndarray, pred: np.ndarray, k: int, batch
     if stats is not None:
         out["d_pca"], out["d_res"] = trust.input_distance(stats, encoded(model, values))
     if tta:
-        out["tta"], points = symmetry_passes(model, values, batch_size, n_electrons)
-        if stats is not None and "ref_points" in stats and points is not None:
+        local = stats is not None and "ref_points" in stats
+        out["tta"], found, _ = symmetry_passes(model, values, batch_size, n_electrons, passes,
+                                               pred if points is not None or not local else None)
+        points = points if points is not None else found
+        if local and points is not None:
             out |= trust.local_features(stats, points, out["tta"], charge)
     return out
 
@@ -211,18 +240,21 @@ def prepare(cfg: Any, checkpoint: str, model: Pix2Pix, run_cfg: Any) -> dict[str
 
         raise InputError(f"trust.calibration={path}: {err}") from None
     used = set(cal["features"]) if cal is not None else set()  # uncalibrated: MC only
-    need_stats = bool(used & {"d_pca", "d_res", *trust.LOCAL})
-    stats, stats_note = input_stats(checkpoint, model, run_cfg) if need_stats else (None, "")
+    need_stats, passes = bool(used & {"d_pca", "d_res", *trust.LOCAL}), trust.calibration_passes(cal)
+    stats, stats_note = input_stats(checkpoint, model, run_cfg, passes) if need_stats else (None, "")
     note = (f"calibrated by {path} (features {'+'.join(cal['features'])})" if cal is not None else
             f"uncalibrated: estimated R²_i = 1 − MC-dropout spread; no {path} (python -m qdgan.apply.calibrate)")
     k = int(cfg.k) if cal is None or "mc" in cal["features"] else 0  # MC passes cost ~k forward passes: only if used
-    return {"cal": cal, "stats": stats, "k": k, "tta": bool(used & {"tta", *trust.LOCAL}), "seed": int(cfg.seed),
+    return {"cal": cal, "stats": stats, "k": k, "tta": bool(used & {"tta", *trust.LOCAL}), "passes": passes,
+            "local": bool(used & set(trust.LOCAL)), "seed": int(cfg.seed),
             "threshold": cfg.threshold, "note": note, "stats_note": stats_note, "path": str(path)}
 
 
 def assess_chunk(state: dict[str, Any], model: Pix2Pix, values: np.ndarray, pred: np.ndarray,
-                 batch_size: int, n_electrons: float | None = None) -> dict[str, Any]:
-    """`trust.assess` of one chunk (inputs of N = `n_electrons`): its features, estimated R²_i and flags."""
+                 batch_size: int, n_electrons: float | None = None, points: np.ndarray | None = None
+                 ) -> dict[str, Any]:
+    """`trust.assess` of one chunk (inputs of N = `n_electrons`): its features, estimated R²_i and flags.
+    `points`: the bottleneck features of the passes that made `pred` (saves a pass; `bottleneck_capture`)."""
     feats = features(model, values, pred, state["k"], batch_size, state["stats"], state["seed"], n_electrons,
-                     state.get("tta", False))
+                     state.get("tta", False), state.get("passes", 8), points)
     return trust.assess(state["cal"], feats, state["threshold"]) | {"features": feats}
