@@ -158,6 +158,19 @@ def r2_score(pred: Tensor, ref: Tensor, mean_image: Tensor) -> Tensor:
     return 1 - ss_res / ss_tot
 
 
+def seen_r2(pred: Tensor, ref: Tensor, density: Tensor, mean_image: Tensor, fraction: float = 0.01) -> Tensor:
+    """Per-sample R²_i (eq. 14, β̄ = the training mean) of potentials where a density determines them: over the
+    pixels with n > `fraction` of that map's peak, after removing the mean difference there. A density fixes V
+    up to a constant, and says nothing about V where it vanishes (docs/inverse.md, "What a density determines")."""
+    pred, ref = _pair(pred, ref)
+    n = _as_bhw(density, "density").to(ref)
+    seen = (n > fraction * n.amax(dim=(-2, -1), keepdim=True)).to(ref)
+    diff = pred - ref
+    diff = diff - (diff * seen).sum((-2, -1), keepdim=True) / seen.sum((-2, -1), keepdim=True).clamp_min(1)
+    ss_tot = ((ref - _mean_image(mean_image).to(ref)).square() * seen).sum((-2, -1))
+    return 1 - (diff.square() * seen).sum((-2, -1)) / ss_tot
+
+
 class R2Score(Metric):
     """Eq. 14 accumulated over batches (and DDP ranks): sums SS_res and SS_tot, then 1 − SS_res/SS_tot.
 

@@ -65,6 +65,12 @@ def test_end_to_end_inversion_of_the_test_split(ckpt, tiny_data, tmp_path):
         assert "potential_raw" not in f
     rows = list(csv.DictReader((tmp_path / "invert_instances.csv").open()))
     assert len(rows) == 10 and float(rows[0]["n_l1"]) == pytest.approx(saved["density"]["per_sample"]["l1"][0])
+    check = saved["density_check"]
+    assert check["tolerance"] == 0.1 and check["flagged"] == [r > 0.1 for r in saved["relative_l2"]]
+    assert [row["n_flagged"] == "True" for row in rows] == check["flagged"]
+    seen = saved["potential_seen"]
+    assert len(seen["per_sample"]) == 10 and seen["worst"] == min(seen["per_sample"]) <= seen["median"] <= 1
+    assert float(rows[4]["v_r2_seen"]) == pytest.approx(seen["per_sample"][4])
     assert (tmp_path / "figures" / "fig6.png").stat().st_size > 1000
 
 
@@ -92,7 +98,7 @@ def test_densities_that_do_not_integrate_to_n_warn_with_the_values(ckpt, tiny_da
     n[0] = ds.potential[0]  # a potential given to the density ↦ potential model
     np.save(tmp_path / "n.npy", n)
     result = run_invert(invert_cfg(ckpt, tmp_path / "n.npy", tmp_path / "out", "checks.range_tolerance=100"))
-    (warning,) = result["warnings"]
+    (warning,) = [w for w in result["warnings"] if not w.startswith("density check:")]  # that one: tested below
     assert "2 of 3 density map(s) do not integrate to N = 2: h²·Σn = " in warning and "3 (row 2)" in warning
     assert "; 1 of them look like potentials, not densities" in warning
     assert result["input_charge"][2] == pytest.approx(3.0, rel=1e-5)
@@ -162,3 +168,18 @@ def test_two_blob_density_no_potential_made_is_inverted_and_checked(ckpt, tmp_pa
         got = f["n_int_r"][0]
     assert rel == pytest.approx(np.linalg.norm(got - n) / np.linalg.norm(n), rel=1e-5)
     assert "how close ED(Ṽ) comes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5", "'much'"])
+def test_seen_fraction_outside_zero_one_is_refused(ckpt, tiny_data, tmp_path, bad):
+    with pytest.raises(InputError, match=r"seen_fraction=.*expected a number in \(0, 1\)"):
+        run_invert(invert_cfg(ckpt, tiny_data, tmp_path, "split=test", f"seen_fraction={bad}"))
+
+
+def test_density_check_flags_and_warns_by_the_measured_residual(ckpt, tiny_data, tmp_path):
+    """Every Ṽ whose ED density misses n by more than the tolerance is flagged, named in a warning."""
+    result = run_invert(invert_cfg(ckpt, tiny_data, tmp_path, "split=test", "checks.density_tolerance=1e-12"))
+    assert result["density_check"]["n_flagged"] == 10 and all(result["density_check"]["flagged"])
+    assert any(w.startswith("density check: 10 of 10 Ṽ do not reproduce their density") for w in result["warnings"])
+    with pytest.raises(InputError, match=r"checks.density_tolerance=-1: expected a positive number"):
+        run_invert(invert_cfg(ckpt, tiny_data, tmp_path / "b", "split=test", "checks.density_tolerance=-1"))

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
 
+from qdgan import metrics
 from qdgan.metrics import (
     R2Score,
     charge_error,
@@ -218,3 +219,23 @@ def test_period2_share_sees_checkerboards_and_not_smooth_errors():
     assert period2_share(smooth + 0.1 * checker) == pytest.approx(0.01 / (0.01 + 0.5), rel=1e-6)
     noise = torch.randn(200, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     assert period2_share(noise) == pytest.approx(3 / 64**2, rel=0.2)
+
+
+def test_seen_r2_ignores_a_constant_and_errors_where_the_density_vanishes():
+    """A density fixes V up to a constant and only where it is nonzero: such errors leave seen_r2 at 1."""
+    g = torch.Generator().manual_seed(0)
+    ref = torch.rand(3, 8, 8, generator=g, dtype=torch.float64)
+    mean = torch.rand(8, 8, generator=g, dtype=torch.float64)
+    n = torch.zeros(3, 8, 8, dtype=torch.float64)
+    n[:, :, :4] = 1.0  # electrons in the left half only
+    pred = ref + 0.3 + torch.where(n > 0, 0.0, torch.randn(3, 8, 8, generator=g, dtype=torch.float64))
+    torch.testing.assert_close(metrics.seen_r2(pred, ref, n, mean), torch.ones(3, dtype=torch.float64))
+    assert (metrics.r2_score(pred[:1], ref[:1], mean) < 0.5).item()
+
+
+def test_seen_r2_by_hand():
+    ref, mean = torch.zeros(1, 2, 2, dtype=torch.float64), torch.ones(2, 2, dtype=torch.float64)
+    n = torch.tensor([[[1.0, 0.5], [0.0, 0.001]]], dtype=torch.float64)  # seen at 1 %: the top row
+    pred = torch.tensor([[[0.2, 0.0], [9.0, 9.0]]], dtype=torch.float64)
+    # top row: errors 0.2, 0 → minus their mean 0.1: ±0.1, SS_res 0.02; SS_tot (0 − 1)² twice = 2
+    torch.testing.assert_close(metrics.seen_r2(pred, ref, n, mean), torch.tensor([1 - 0.02 / 2], dtype=torch.float64))
