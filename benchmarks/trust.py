@@ -193,8 +193,8 @@ def main() -> None:
     err, feats = 1 - data["r2"], data["features"]
     est = trust.estimate_r2(cal, feats)
     result = {
-        "calibration": {k: cal.get(k) for k in ("features", "threshold", "passes", "spearman_raw", "spearman_cv", "fit",
-                                                 "sets")},
+        "calibration": {k: cal.get(k) for k in ("features", "threshold", "threshold_rules", "passes", "spearman_raw",
+                                                 "spearman_cv", "fit", "sets")},
         "evaluation_sets": EVAL, "n_eval": len(err), "n_eval_in_family": int(data["in_family"].sum()),
         "spearman_eval": {f: trust.spearman(v, err) for f, v in feats.items()}, **scores(cal, data),
         "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},

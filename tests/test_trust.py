@@ -166,6 +166,22 @@ def test_calibration_recovers_a_monotone_error_and_round_trips(tmp_path):
         trust.load_calibration(tmp_path / "bad.json")
 
 
+def test_threshold_without_bad_calibration_instances_comes_from_the_residuals():
+    rng = np.random.default_rng(3)
+    err = 10 ** rng.uniform(-4, -1.5, 500)  # every R²_i above 0.968: no instance below BAD_R2 to set a recall
+    feats = {"tta": err * 10 ** rng.normal(0, 0.2, 500)}
+    cal = trust.calibrate(feats, 1 - err, np.ones(500, bool), recall=0.98)
+    rules = cal["threshold_rules"]
+    assert rules["recall"] is None and cal["threshold"] == rules["residual_quantile"]
+    # flagged where an error underestimated like the worst 2 % of the fit's residuals would exceed 1 − BAD_R2
+    # (noise of 0.2 decades: its 98 % quantile, ~0.4 decades, puts the threshold near 1 − 0.1·10^−0.4 = 0.96)
+    assert 1 - (1 - trust.BAD_R2) * 10 ** -0.25 < cal["threshold"] < 1 - (1 - trust.BAD_R2) * 10 ** -0.6
+    bad = trust.assess(cal, {"tta": np.array([0.1, 0.3, 1e-3])}, None)["flagged"]
+    assert bad.tolist() == [True, True, False]
+    noisier = trust.calibrate({"tta": err * 10 ** rng.normal(0, 0.6, 500)}, 1 - err, np.ones(500, bool))
+    assert noisier["threshold"] > cal["threshold"]  # a worse estimate flags earlier
+
+
 def test_calibrate_command_and_calibrated_predictions(ckpt, tiny_data, tmp_path):
     with pytest.raises(InputError, match="test split is for evaluation"):
         calibrate.parse_set(f"{tiny_data}@test")

@@ -197,9 +197,11 @@ def select(features: dict[str, np.ndarray], err: np.ndarray,
 def calibrate(features: dict[str, np.ndarray], r2: np.ndarray, in_family: np.ndarray,
               recall: float = 0.95, names: list[str] | None = None) -> dict[str, Any]:
     """Choose the features by forward selection on 5-fold Spearman with the true error 1 − R²_i (or take
-    `names`), fit them on all the data, and pick the flag threshold on the out-of-fold estimates: the lowest
-    estimated R² at which ≥ `recall` of the instances with R²_i < BAD_R2 are flagged (flag: estimated R²_i
-    below it). `fit`: those rates."""
+    `names`), fit them on all the data, and pick the flag threshold (flag: estimated R²_i below it) on the
+    out-of-fold estimates, as the higher of two: the lowest that flags ≥ `recall` of the instances with
+    R²_i < BAD_R2 (when there are any), and the estimate at which an error underestimated as much as the
+    `recall` quantile of the out-of-fold log residuals reaches 1 − BAD_R2 (it needs no bad instance: a
+    good model's calibration sets may hold none). `fit`: those rates."""
     err = 1.0 - np.asarray(r2, dtype=np.float64)
     available = [f for f in FEATURES if f in features and np.ptp(features[f]) > 0]
     if not available:
@@ -212,13 +214,14 @@ def calibrate(features: dict[str, np.ndarray], r2: np.ndarray, in_family: np.nda
     coef = _fit(features, err, best)
     cal = {"features": best, "coef": coef.tolist(), "n": len(err), "bad_r2": BAD_R2, "recall_target": recall,
            "spearman_raw": raw, "spearman_cv": scores}
-    pred_r2 = 1.0 - np.exp(_cv_predict(features, err, best))  # out-of-fold: an honest threshold
-    bad = r2 < BAD_R2
+    pred_log = _cv_predict(features, err, best)  # out-of-fold: an honest threshold
+    pred_r2, bad = 1.0 - np.exp(pred_log), r2 < BAD_R2
+    rules = {"recall": None, "residual_quantile": float(1.0 - (1.0 - BAD_R2) * np.exp(
+        -np.quantile(np.log(np.maximum(err, ERR_FLOOR)) - pred_log, recall)))}
     if bad.any():  # the smallest threshold that flags ⌈recall·n_bad⌉ of the bad instances
         ranked = np.sort(pred_r2[bad])
-        cal["threshold"] = float(ranked[int(np.ceil(recall * len(ranked))) - 1]) + 1e-9
-    else:
-        cal["threshold"] = BAD_R2
+        rules["recall"] = float(ranked[int(np.ceil(recall * len(ranked))) - 1]) + 1e-9
+    cal["threshold"], cal["threshold_rules"] = max(v for v in rules.values() if v is not None), rules
     cal["fit"] = flag_rates(pred_r2 < cal["threshold"], r2, in_family)
     return cal
 
