@@ -162,32 +162,17 @@ def charge_error(model: Pix2Pix, pred: np.ndarray, n_electrons: float | None = N
     return np.abs(charge(pred, float(model.physics[0])) - n)
 
 
-def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any,
-                passes: int = trust.TTA_PASSES) -> tuple[dict[str, Any] | None, str]:
-    """The principal components of the run's training inputs and (`can_localize`) the reference of the local
-    features with tta of `passes` symmetries, of N_REFERENCE sampled training inputs (cached as
-    `<run dir>/trust_inputs.npz`; a cache of other passes is computed again), and a note; None when the run's
-    config.yaml or its data set (data.path, split train) cannot be read."""
+def reference_inputs(model: Pix2Pix, run_cfg: Any) -> np.ndarray:
+    """N_REFERENCE training inputs of the run (physical), drawn with seed 0 from the training split of
+    data.path (one set, or each listed set's rows of the run's split); raises when they cannot be read."""
     from qdgan.apply.inputs import load_inputs
-
-    cache = trust.run_dir(checkpoint) / trust.INPUT_STATS
-    stats = trust.load_input_stats(cache)
-    if stats is not None and (trust.reference_passes(stats) == passes or not can_localize(model)):
-        return stats, f"training-input statistics from {cache}"
-    if run_cfg is None or "data" not in run_cfg:  # an older cache without the local features' reference still serves
-        return stats, (f"training-input statistics from {cache}" if stats is not None else
-                       f"no input distance: no config.yaml next to {Path(checkpoint).parent} names the training data")
     from qdgan.datasets import as_paths, split_selection
 
-    try:  # the training split of data.path: one set, or each listed set's rows of the run's split
-        sets = []
-        for path in as_paths(run_cfg.data.path):
-            indices, split = split_selection(run_cfg, path, "train", None)
-            sets.append(load_inputs(str(path), model.hparams.input_name, split=split, indices=indices,
-                                    run_config=run_cfg))
-    except Exception as err:  # a moved or missing data set: the distance features are then left out
-        return stats, (f"training-input statistics from {cache}" if stats is not None else
-                       f"no input distance: training data {run_cfg.data.path} unreadable ({err})")
+    sets = []
+    for path in as_paths(run_cfg.data.path):
+        indices, split = split_selection(run_cfg, path, "train", None)
+        sets.append(load_inputs(str(path), model.hparams.input_name, split=split, indices=indices,
+                                run_config=run_cfg))
     total = sum(len(t) for t in sets)
     rows = np.sort(np.random.default_rng(0).choice(total, min(total, trust.N_REFERENCE), replace=False))
     xs, offset = [], 0
@@ -195,7 +180,27 @@ def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any,
         xs += [train.read(a, b)[rows[(rows >= offset + a) & (rows < offset + b)] - offset - a]
                for a, b in train.chunks(1000)]
         offset += len(train)
-    x = np.concatenate(xs)
+    return np.concatenate(xs)
+
+
+def input_stats(checkpoint: str, model: Pix2Pix, run_cfg: Any,
+                passes: int = trust.TTA_PASSES) -> tuple[dict[str, Any] | None, str]:
+    """The principal components of the run's training inputs and (`can_localize`) the reference of the local
+    features with tta of `passes` symmetries, of the `reference_inputs` (cached as `<run dir>/trust_inputs.npz`;
+    a cache of other passes is computed again), and a note; None when the run's config.yaml or its data set
+    (data.path, split train) cannot be read."""
+    cache = trust.run_dir(checkpoint) / trust.INPUT_STATS
+    stats = trust.load_input_stats(cache)
+    if stats is not None and (trust.reference_passes(stats) == passes or not can_localize(model)):
+        return stats, f"training-input statistics from {cache}"
+    if run_cfg is None or "data" not in run_cfg:  # an older cache without the local features' reference still serves
+        return stats, (f"training-input statistics from {cache}" if stats is not None else
+                       f"no input distance: no config.yaml next to {Path(checkpoint).parent} names the training data")
+    try:
+        x = reference_inputs(model, run_cfg)
+    except Exception as err:  # a moved or missing data set: the distance features are then left out
+        return stats, (f"training-input statistics from {cache}" if stats is not None else
+                       f"no input distance: training data {run_cfg.data.path} unreadable ({err})")
     stats = trust.fit_input_stats(encoded(model, x)) | (reference(model, x, passes) if can_localize(model) else {})
     with contextlib.suppress(OSError):  # a read-only run folder: computed again next time
         trust.save_input_stats(cache, stats)
