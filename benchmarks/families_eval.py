@@ -20,6 +20,8 @@ The unseen sets (200 instances each, seeds 101-105):
         out_dir=data/unseen/far_double_dot n_samples=200 shard_size=100 seed=104
     python -m physics.generate potential=disordered potential.base.family=gates potential.amplitude_ev=0.06 \
         potential.correlation_nm=2.0 out_dir=data/unseen/rough_gates n_samples=200 shard_size=100 seed=105
+The larger sets of the same five kinds that benchmarks/trust.py's presets mix_large and mix_fail read: the same
+commands with n_samples=1000 workers=1, seeds 201-205 (in the order above) and out_dir=data/unseen_large/<kind>.
 """
 
 from __future__ import annotations

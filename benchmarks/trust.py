@@ -45,6 +45,16 @@ PRESETS = {
                                                                          "wide_parabolic"))],
                    "eval": ["@test", "data/paper@0:200"]},
 }
+# the same in-family evaluation sets; out of family the 1000-instance unseen sets (families_eval's docstring)
+MIX_IN = PRESETS["mix"]["eval"][:6]
+LARGE = "data/unseen_large/"
+# "mix"'s calibration (no bad instance in it), scored on all 5000 large unseen instances
+PRESETS["mix_large"] = {"cal": PRESETS["mix"]["cal"], "eval": [*MIX_IN, *(LARGE + u for u in UNSEEN)]}
+# a calibration that sees failures: rows 0:500 of three large unseen kinds; scored on rows 500:1000 of those
+# and on all rows of the two kinds it never saw (wide_parabolic, rough_gates)
+PRESETS["mix_fail"] = {"cal": ["data/mix_large@val", *(f"{LARGE}{u}@0:500" for u in UNSEEN[:3])],
+                       "eval": [*MIX_IN, *(f"{LARGE}{u}@500:1000" for u in UNSEEN[:3]),
+                                *(LARGE + u for u in UNSEEN[3:])]}
 
 
 def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10) -> list[list[float]]:
@@ -87,6 +97,23 @@ def scores(cal: dict, data: dict) -> dict:
                            for i in np.flatnonzero(~flags & (r2 < trust.BAD_R2))]}
 
 
+def leave_one_set_out(cal_data: dict, names: list[str] | None, recall: float) -> dict:
+    """Each out-of-family calibration set scored by a calibration on the other sets (forward selection
+    inside each fold when `names` is None): how the flags carry over to a kind the calibration never saw."""
+    from qdgan.apply import trust
+
+    feats, r2, fam, sets = cal_data["features"], cal_data["r2"], cal_data["in_family"], cal_data["set"]
+    out, hit, n_bad = {}, 0, 0
+    for s in dict.fromkeys(sets[~fam]):
+        keep = sets != s
+        cal = trust.calibrate({k: v[keep] for k, v in feats.items()}, r2[keep], fam[keep], recall, names)
+        flags = trust.assess(cal, {k: v[~keep] for k, v in feats.items()}, None)["flagged"]
+        out[str(s)] = {"features": cal["features"], "threshold": cal["threshold"],
+                       **trust.flag_rates(flags, r2[~keep], fam[~keep])}
+        hit, n_bad = hit + int(flags[r2[~keep] < trust.BAD_R2].sum()), n_bad + int((r2[~keep] < trust.BAD_R2).sum())
+    return {"by_set": out, "n_bad": n_bad, "recall": hit / n_bad if n_bad else None}
+
+
 def cpu_seconds() -> float:
     """CPU seconds of this process (all threads) and of its finished children (the ED pool's workers): the
     work done, which a machine shared with other jobs inflates far less than wall time."""
@@ -120,7 +147,7 @@ def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
         cfg = compose_app("predict", [f"checkpoint={model_ckpt}", f"input={tmp / 'v.npy'}", f"output={tmp / 'n.h5'}",
                                       f"report={tmp / 'r.json'}", "panels=null", "verify=auto", "ed.progress=false",
                                       f"ed.workers={args.workers}", "chunk_size=1000", f"trust.k={args.k}",
-                                      "overwrite=true"])
+                                      f"trust.calibration={args.calibration}", "overwrite=true"])
         t0, c0 = time.perf_counter(), cpu_seconds()
         report = run_predict(cfg)
         auto_s.append(time.perf_counter() - t0)
@@ -171,19 +198,26 @@ def main() -> None:
     ap.add_argument("--half", type=int, default=100,
                     help="in-family (and out-of-family) instances of verify=auto; 0: none")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of verify=auto and all-ED (medians reported)")
+    ap.add_argument("--features", default=None, help="fix the calibration's features (default: forward selection)")
+    ap.add_argument("--calibration", default=None,
+                    help="trust.json to write (and read with --no-calibrate); default <run dir>/trust.json")
     ap.add_argument("--ablate", default="", help="also score fixed feature sets, e.g. tta,tta+charge,mc+charge")
+    ap.add_argument("--cv-sets", action="store_true",
+                    help="also score each out-of-family calibration set by a calibration on the others")
     ap.add_argument("--out", default=str(ROOT / "docs/figures/trust_reliability.png"))
     ap.add_argument("--json", default=None, help="also write the result here")
     args = ap.parse_args()
     torch.set_num_threads(args.workers)  # the network gets the cores the all-ED baseline gets
     home = str(checkpoint.run_config(args.checkpoint).data.path)  # "@val" / "@test": the run's own data set
     CAL, EVAL = ([home + s if s.startswith("@") else s for s in PRESETS[args.preset][k]] for k in ("cal", "eval"))
+    args.calibration = args.calibration or str(trust.run_dir(args.checkpoint) / trust.CALIBRATION)
     if not args.no_calibrate:
         sets = [a for s in CAL for a in ("--set", s)]
-        passes = ["--passes", str(args.passes)] if args.passes else []
-        calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *passes,
-                        *sets])
-    cal = trust.load_calibration(trust.run_dir(args.checkpoint) / trust.CALIBRATION)
+        extra = (["--passes", str(args.passes)] if args.passes else []) + \
+            (["--features", args.features] if args.features else [])
+        calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *extra,
+                        "--out", args.calibration, *sets])
+    cal = trust.load_calibration(Path(args.calibration))
     model = checkpoint.load_model(args.checkpoint, "cpu")
     run_cfg = checkpoint.run_config(args.checkpoint)
     passes = trust.calibration_passes(cal)  # tta as the calibration computed it
@@ -200,11 +234,16 @@ def main() -> None:
         "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},
         "reliability_bins": reliability(est, data["r2"], Path(args.out)),
     }
-    if args.ablate:  # fixed feature sets, calibrated on the same sets (not written), scored alike
+    ablate = [names.split("+") for names in args.ablate.split(",") if names]
+    if ablate or args.cv_sets:
         cal_data = calibrate.collect(model, args.checkpoint, run_cfg, CAL, args.k, 100, stats, passes=passes)
-        result["ablation"] = {
-            names: scores(trust.calibrate(cal_data["features"], cal_data["r2"], cal_data["in_family"], args.recall,
-                                          names.split("+")), data) for names in args.ablate.split(",")}
+    if ablate:  # fixed feature sets, calibrated on the same sets (not written), scored alike
+        result["ablation"] = {"+".join(names): scores(trust.calibrate(
+            cal_data["features"], cal_data["r2"], cal_data["in_family"], args.recall, names), data) for names in ablate}
+    if args.cv_sets:  # the calibration's own rule, then each fixed set
+        fixed = args.features.split("+") if args.features else None
+        result["leave_one_set_out"] = {"+".join(n or ["(selected)"]): leave_one_set_out(cal_data, n, args.recall)
+                                       for n in [fixed, *ablate]}
     if args.half > 0:
         result["verify_auto"] = verify_auto(args, args.checkpoint, data, args.half)
     print(json.dumps(result, indent=1))
