@@ -82,12 +82,14 @@ def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10)
 
 def scores(cal: dict, data: dict) -> dict:
     """A calibration on the evaluation data: Spearman of its estimate with the true error (all, out of family),
-    flag rates (all, in family, per set) and the bad instances it misses."""
+    flag rates (all, in family, per set) and the bad instances it misses; beside them its out-of-fold flag rates
+    on its own calibration sets (what a choice among calibrations may look at)."""
     from qdgan.apply import trust
 
     est, r2, fam, sets = trust.estimate_r2(cal, data["features"]), data["r2"], data["in_family"], data["set"]
     flags = trust.assess(cal, data["features"], None)["flagged"]
-    return {"features": cal["features"], "threshold": cal["threshold"], "calibrated": trust.spearman(1 - est, 1 - r2),
+    return {"features": cal["features"], "threshold": cal["threshold"], "fit_calibration_out_of_fold": cal.get("fit"),
+            "calibrated": trust.spearman(1 - est, 1 - r2),
             "spearman_eval_out_of_family": trust.spearman((1 - est)[~fam], (1 - r2)[~fam]),
             "flags_eval": trust.flag_rates(flags, r2, fam),
             "flags_eval_in_family": trust.flag_rates(flags[fam], r2[fam], fam[fam]),
