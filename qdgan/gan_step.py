@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from qdgan import fast
+from qdgan.scaling import electrons_in
 
 GAN_MODES = ("vanilla", "lsgan")
 
@@ -51,6 +52,17 @@ def d_backward(model: Any, x: Tensor, y: Tensor, opt_d: Any) -> tuple[Tensor, Te
     return fake, loss_d.detach(), real_logits, fake_logits
 
 
+def l1_term(model: Any, x: Tensor, fake: Tensor, y: Tensor) -> Tensor:
+    """Eq. 10's L1 term. With `l1_per_electron` on a model of several N, each instance's error is weighted by
+    N̄/N_i (N̄ the mean of the model's N): on one scale of densities an N = 4 map's errors are ~4× an N = 1 map's,
+    so without it the loss serves the large N first; with it every N counts per electron."""
+    if not (model.hparams.get("l1_per_electron") and model.conditioned):
+        return F.l1_loss(fake, y)
+    ns = model.electrons
+    weight = (sum(ns) / len(ns)) / electrons_in(x, max(ns)).to(fake.dtype)
+    return (weight.view(-1, 1, 1, 1) * (fake - y).abs()).mean()
+
+
 def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     """One D step and one G step of `model` (a Pix2Pix in manual optimization) on scaled (x, y); the losses."""
     hp = model.hparams
@@ -76,7 +88,7 @@ def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         with fast.autocast(cast, device):
             fake = model(x)  # fp32: G's output layer runs in fp32
         loss_g_adv = fake.new_zeros(())
-    loss_l1 = F.l1_loss(fake, y)
+    loss_l1 = l1_term(model, x, fake, y)
     loss_g = hp.adv_weight * loss_g_adv + hp.lambda_l1 * loss_l1
     opt_g.zero_grad(set_to_none=True)
     model.manual_backward(loss_g)

@@ -57,6 +57,7 @@ class Pix2Pix(L.LightningModule):
         uniform_dropout: bool = False,
         ema_decay: float = 0.0,
         density_output: str | None = None,
+        l1_per_electron: bool = False,
         log_every_n_steps: int = 10,
         mapping: str = "",
         input_name: str = "",

@@ -353,3 +353,22 @@ def test_uniform_dropout_draws_bernoulli_masks_and_dense_grad_relu_is_relu():
     ref_x = x.detach().clone().requires_grad_()
     torch.relu(ref_x).backward(g)
     assert torch.equal(y, torch.relu(x.detach())) and torch.equal(x.grad, ref_x.grad)
+
+
+def test_l1_per_electron_weighs_each_instance_by_mean_n_over_its_n():
+    """On a model of N = 1…4 an error e on an N map counts e·2.5/N; off (or on a one-N model) it is plain L1."""
+    from types import SimpleNamespace
+
+    from qdgan.gan_step import l1_term
+
+    ns = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    x = torch.zeros(4, 2, 8, 8)
+    x[:, 1] = (ns / 4).view(4, 1, 1)  # the N channel of scaling.with_electrons
+    y = torch.zeros(4, 1, 8, 8)
+    fake = y + torch.tensor([0.4, 0.2, 0.1, 0.3]).view(4, 1, 1, 1)
+    model = SimpleNamespace(hparams={"l1_per_electron": True}, conditioned=True, electrons=(1, 2, 3, 4))
+    expected = (2.5 / ns * torch.tensor([0.4, 0.2, 0.1, 0.3])).mean()
+    torch.testing.assert_close(l1_term(model, x, fake, y), expected)
+    plain = torch.tensor([0.4, 0.2, 0.1, 0.3]).mean()
+    torch.testing.assert_close(l1_term(SimpleNamespace(**{**vars(model), "hparams": {}}), x, fake, y), plain)
+    torch.testing.assert_close(l1_term(SimpleNamespace(**{**vars(model), "conditioned": False}), x, fake, y), plain)
