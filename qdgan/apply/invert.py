@@ -71,8 +71,10 @@ def check_mapping(model: Any, checkpoint: str) -> None:
 
 def run_invert(cfg: DictConfig) -> dict[str, Any]:
     """Generate Ṽ, project it, re-solve it by ED, compare, write the outputs; return the metrics."""
+    import torch
+
     from qdgan.apply import checkpoint
-    from qdgan.apply.uncertainty import assess_chunk, prepare
+    from qdgan.apply.uncertainty import assess_chunk, bottleneck_capture, prepare
     from qdgan.train import figures
 
     if cfg.projection not in PROJECTIONS:
@@ -107,8 +109,11 @@ def run_invert(cfg: DictConfig) -> dict[str, Any]:
         log.warning(w)
 
     values = inputs.read()  # ED of every Ṽ dominates the time; invert holds its set in memory
-    raw, seconds = checkpoint.timed_predictions(model, values, cfg.batch_size, n_electrons=n_el)
-    est = assess_chunk(state, model, values, raw, cfg.batch_size, n_el) if state else None
+    checkpoint.warm_up(model, values, len(values), checkpoint.check_batch_size(cfg.batch_size), n_electrons=n_el)
+    with bottleneck_capture(model, bool(state and state.get("local"))) as found:  # the local features' identity pass
+        raw, seconds = checkpoint.timed(model, values, cfg.batch_size, n_el)
+    points = torch.cat(found).numpy() if found else None
+    est = assess_chunk(state, model, values, raw, cfg.batch_size, n_el, points) if state else None
     generated = project(raw, cfg.projection, physics.v_well_ev, physics.v_step_ev)
     ed = solve_all(generated, physics, cfg.ed.workers, cfg.ed.progress, inputs.labels)
     recomputed = ed.n_int if density == "n_int" else ed.n0
