@@ -80,15 +80,68 @@ def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10)
     return rows
 
 
-def scores(cal: dict, data: dict) -> dict:
+def confident_wrong(data: dict, path: Path, n: int = 6) -> None:
+    """Panels (V, ED's n_int, the prediction) of the bad instances whose tta most underestimates their error."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    err = np.maximum(1 - data["r2"], 1e-4)
+    bad = np.flatnonzero(data["r2"] < 0.9)
+    pick = bad[np.argsort(-(err / np.maximum(data["features"]["tta"], 1e-12))[bad])][:n]
+    fig, axes = plt.subplots(len(pick), 3, figsize=(6.3, 2.1 * len(pick)), squeeze=False)
+    for row, i in zip(axes, pick, strict=True):
+        peak = max(data["y"][i].max(), data["pred"][i].max())
+        for ax, img, title in zip(row, (data["x"][i], data["y"][i], data["pred"][i]), (
+                f"{str(data['set'][i]).split('/')[-1]}: V (eV)", "ED n_int",
+                f"prediction: R²_i {data['r2'][i]:.2f}, tta {data['features']['tta'][i]:.0e}"), strict=True):
+            ax.imshow(img.T, origin="lower", cmap="viridis", vmin=0, vmax=None if ax is row[0] else peak)
+            ax.set_title(title, fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def rechecked(cal: dict, data: dict, est: np.ndarray, flags: np.ndarray, workers: int) -> tuple:
+    """The calibration's reduced-basis recheck of the flagged evaluation instances (qdgan/apply/recheck.py), as
+    predict runs it: their estimate becomes R²_pc, their flag R²_pc < threshold."""
+    from physics.dataset import open_dataset
+    from qdgan.apply import recheck
+    from qdgan.apply.ed_batch import Solver
+
+    est, flags, mean = est.copy(), flags.copy(), data["mean"]
+    for spec in dict.fromkeys(data["set"][flags]):
+        pick = np.flatnonzero(flags & (data["set"] == spec))
+        physics = open_dataset(spec.partition("@")[0]).config
+        with Solver(physics, workers, len(pick), False) as solver:
+            recheck.apply(cal["recheck"], solver, physics, data["x"][pick], data["pred"][pick],
+                          part := {"estimated_r2": est[pick], "flagged": flags[pick]}, mean,
+                          [f"{spec} {i}" for i in pick])
+        est[pick], flags[pick] = part["estimated_r2"], part["flagged"]
+    return est, flags
+
+
+def scores(cal: dict, data: dict, workers: int = 1) -> dict:
     """A calibration on the evaluation data: Spearman of its estimate with the true error (all, out of family),
     flag rates (all, in family, per set) and the bad instances it misses; beside them its out-of-fold flag rates
-    on its own calibration sets (what a choice among calibrations may look at)."""
+    on its own calibration sets (what a choice among calibrations may look at). With a recheck in the calibration
+    the flags are those it confirms, and `flags_eval_estimate` the estimate's alone."""
     from qdgan.apply import trust
 
     est, r2, fam, sets = trust.estimate_r2(cal, data["features"]), data["r2"], data["in_family"], data["set"]
     flags = trust.assess(cal, data["features"], None)["flagged"]
-    return {"features": cal["features"], "threshold": cal["threshold"], "fit_calibration_out_of_fold": cal.get("fit"),
+    first = {}
+    if cal.get("recheck"):
+        first = {"flags_eval_estimate": trust.flag_rates(flags, r2, fam),
+                 "flags_eval_estimate_by_set": {s: trust.flag_rates(flags[sets == s], r2[sets == s], fam[sets == s])
+                                                for s in dict.fromkeys(sets)},
+                 "n_rechecked": int(flags.sum())}
+        est, flags = rechecked(cal, data, est, flags, workers)
+    return first | {"features": cal["features"], "threshold": cal["threshold"],
+            "recheck": cal.get("recheck"), "fit_calibration_out_of_fold": cal.get("fit"),
             "calibrated": trust.spearman(1 - est, 1 - r2),
             "spearman_eval_out_of_family": trust.spearman((1 - est)[~fam], (1 - r2)[~fam]),
             "flags_eval": trust.flag_rates(flags, r2, fam),
@@ -176,6 +229,7 @@ def verify_auto(args, model_ckpt: str, data: dict, n_half: int) -> dict:
             "all_ed_cpu_seconds": float(np.median(all_cpu)),
             "speedup_cpu": float(np.median(all_cpu) / np.median(auto_cpu)),
             "trust_ms_per_instance": 1e3 * report["trust"]["seconds"] / len(pick),
+            "n_rechecked": report["trust"]["n_rechecked"], "recheck_seconds": report["trust"]["recheck_seconds"],
             "network_ms_per_instance": 1e3 * report["speed"]["model_seconds"] / len(pick),
             "ed_ms_per_solve": 1e3 * float(ed.solve_seconds.mean()),
             "ed_max_abs_vs_data": ed_vs_data, "trust_seconds": report["trust"]["seconds"],
@@ -201,6 +255,7 @@ def main() -> None:
                     help="in-family (and out-of-family) instances of verify=auto; 0: none")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of verify=auto and all-ED (medians reported)")
     ap.add_argument("--features", default=None, help="fix the calibration's features (default: forward selection)")
+    ap.add_argument("--recheck", default="auto", help="calibrate's --recheck: auto, none or N_BASIS,N_ORBITALS")
     ap.add_argument("--calibration", default=None,
                     help="trust.json to write (and read with --no-calibrate); default <run dir>/trust.json")
     ap.add_argument("--ablate", default="", help="also score fixed feature sets, e.g. tta,tta+charge,mc+charge")
@@ -208,6 +263,8 @@ def main() -> None:
                     help="also score each out-of-family calibration set by a calibration on the others")
     ap.add_argument("--out", default=str(ROOT / "docs/figures/trust_reliability.png"))
     ap.add_argument("--json", default=None, help="also write the result here")
+    ap.add_argument("--confident-wrong", default=None, help="also draw the bad evaluation instances that tta most "
+                    "underestimates here (docs/figures/trust_confident_wrong.png)")
     args = ap.parse_args()
     torch.set_num_threads(args.workers)  # the network gets the cores the all-ED baseline gets
     home = str(checkpoint.run_config(args.checkpoint).data.path)  # "@val" / "@test": the run's own data set
@@ -218,6 +275,7 @@ def main() -> None:
         extra = (["--passes", str(args.passes)] if args.passes else []) + \
             (["--features", args.features] if args.features else [])
         calibrate.main(["--checkpoint", args.checkpoint, "--k", str(args.k), "--recall", str(args.recall), *extra,
+                        "--recheck", args.recheck, "--workers", str(args.workers),
                         "--out", args.calibration, *sets])
     cal = trust.load_calibration(Path(args.calibration))
     model = checkpoint.load_model(args.checkpoint, "cpu")
@@ -230,12 +288,14 @@ def main() -> None:
     est = trust.estimate_r2(cal, feats)
     result = {
         "calibration": {k: cal.get(k) for k in ("features", "threshold", "threshold_rules", "passes", "spearman_raw",
-                                                 "spearman_cv", "fit", "sets")},
+                                                 "spearman_cv", "fit", "sets", "recheck")},
         "evaluation_sets": EVAL, "n_eval": len(err), "n_eval_in_family": int(data["in_family"].sum()),
-        "spearman_eval": {f: trust.spearman(v, err) for f, v in feats.items()}, **scores(cal, data),
+        "spearman_eval": {f: trust.spearman(v, err) for f, v in feats.items()}, **scores(cal, data, args.workers),
         "r2_eval_by_set": {s: float(np.median(data["r2"][data["set"] == s])) for s in EVAL},
         "reliability_bins": reliability(est, data["r2"], Path(args.out)),
     }
+    if args.confident_wrong:
+        confident_wrong(data, Path(args.confident_wrong))
     ablate = [names.split("+") for names in args.ablate.split(",") if names]
     if ablate or args.cv_sets:
         cal_data = calibrate.collect(model, args.checkpoint, run_cfg, CAL, args.k, 100, stats, passes=passes)

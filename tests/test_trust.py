@@ -222,7 +222,8 @@ def test_prediction_pass_serves_as_tta_identity_and_passes_follow_the_calibratio
     for f in ("tta", *trust.LOCAL):
         np.testing.assert_allclose(reused[f], again[f], rtol=1e-5, err_msg=f)
     cal = calibrate.main(["--checkpoint", str(ckpt), "--set", f"{tiny_data}@val", "--set", f"{tiny_data}@0:30",
-                          "--k", "0", "--passes", "3", "--features", "tta+knn", "--out", str(tmp_path / "t.json")])
+                          "--k", "0", "--passes", "3", "--features", "tta+knn", "--recheck", "none",
+                          "--out", str(tmp_path / "t.json")])
     assert cal["passes"] == 3 and trust.calibration_passes(trust.load_calibration(tmp_path / "t.json")) == 3
     assert trust.calibration_passes({"features": ["tta"]}) == 8  # a calibration from before the setting
     report = run_predict(predict_cfg(ckpt, tiny_data, tmp_path, "indices=0:6",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from qdgan.apply import InputError, trust
+from qdgan.apply import InputError, recheck, trust
 
 
 def parse_set(spec: str, evaluate: bool = False) -> tuple[str, str | None, str | None]:
@@ -89,6 +89,57 @@ def collect(model: Any, checkpoint: str, run_cfg: Any, specs: list[str], k: int,
     return out
 
 
+def measure_recheck(args: Any, model: Any, data: dict[str, Any], cal: dict[str, Any]) -> dict[str, Any] | None:
+    """The reduced-basis recheck of a potential-input model (qdgan/apply/recheck.py): its ED error on (at most
+    --recheck-sample) calibration instances, the threshold it implies, and the flag rates of the estimate's
+    out-of-fold flags rechecked; None for `--recheck none` or another input. `auto` tries recheck.FRACTIONS of the
+    data's basis in turn and goes without a recheck (saying so) when even the largest is too coarse."""
+    from physics.dataset import open_dataset
+    from qdgan.apply.ed_batch import Solver
+
+    if args.recheck == "none" or model.hparams.input_name != "potential":
+        return None
+    physics_of = {spec: open_dataset(spec.partition("@")[0]).config for spec in dict.fromkeys(data["set"])}
+    first = next(iter(physics_of.values()))
+    try:
+        bases = ([recheck.default_basis(first, f) for f in recheck.FRACTIONS] if args.recheck == "auto" else
+                 [tuple(int(v) for v in args.recheck.split(","))])
+        assert len(bases[0]) == 2
+    except (ValueError, AssertionError):
+        raise InputError(f"--recheck {args.recheck}: expected N_BASIS,N_ORBITALS (e.g. 20,10), auto or none") from None
+    mean, target = model.target_mean.cpu().numpy(), model.hparams.target_name
+    err = 1.0 - np.asarray(data["r2"], np.float64)
+    flags = 1.0 - np.exp(trust._cv_predict(data["features"], err, cal["features"])) < cal["threshold"]
+    rows = np.random.default_rng(0).permutation(len(err))[: args.recheck_sample]
+    for n_basis, n_orbitals in dict.fromkeys(bases):
+        r2_pc, errors = np.full(len(err), np.inf), []
+        for spec, physics in physics_of.items():  # each set with its own physics
+            pick = rows[data["set"][rows] == spec]
+            with Solver(recheck.reduced_config(physics, n_basis, n_orbitals), args.workers, len(pick)) as solver:
+                red = solver.solve(data["x"][pick], [f"{spec} row {i}" for i in pick])
+            red = red.n_int if target == "n_int" else red.n0
+            errors.append(recheck.reduced_error(red, data["y"][pick], mean))
+            r2_pc[pick] = trust.r2_per_instance(data["pred"][pick], red, mean)
+        errors = np.concatenate(errors)
+        try:
+            thr = recheck.threshold(errors)
+        except ValueError as why:
+            print(f"recheck: basis ({n_basis}, {n_orbitals}): {why}", flush=True)
+            continue
+        seen = np.zeros(len(err), bool)
+        seen[rows] = True
+        final = flags & (r2_pc < thr)
+        return {"n_basis": n_basis, "n_orbitals": n_orbitals, "threshold": thr, "n_measured": len(rows),
+                "error_quantile": recheck.ERROR_QUANTILE, "error_max": float(errors.max()),
+                "error_quantile_value": float(np.quantile(errors, recheck.ERROR_QUANTILE)),
+                "fit": trust.flag_rates(final[seen], data["r2"][seen], data["in_family"][seen])}
+    if args.recheck != "auto":
+        raise InputError(f"--recheck {args.recheck}: the reduced basis is too coarse to check R²_i < {trust.BAD_R2} "
+                         "(above); choose a larger one, or auto")
+    print("recheck: none (every reduced basis tried is too coarse); flags are the estimate's alone", flush=True)
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from qdgan.apply import checkpoint
     from qdgan.apply.uncertainty import input_stats
@@ -104,6 +155,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="symmetry passes of tta (the first of trust.SYMMETRY_ORDER; predict then uses as many)")
     ap.add_argument("--features", default=None,
                     help=f"a fixed set, e.g. tta+charge (default: forward selection among {'|'.join(trust.FEATURES)})")
+    ap.add_argument("--recheck", default="auto",
+                    help="N_BASIS,N_ORBITALS of the reduced-basis ED that rechecks flagged predictions of a potential "
+                         "input (its error is measured here; qdgan/apply/recheck.py); auto: "
+                         f"the first fine enough of {recheck.FRACTIONS} of the data's basis; none: no recheck")
+    ap.add_argument("--recheck-sample", type=int, default=2000, help="calibration instances it is measured on, at most")
+    ap.add_argument("--workers", type=int, default=None, help="ED processes for the recheck (default: all cores)")
     ap.add_argument("--out", default=None, help="default: <run dir>/trust.json")
     args = ap.parse_args(argv)
     model = checkpoint.load_model(args.checkpoint, "auto")
@@ -114,10 +171,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cal = trust.calibrate(data["features"], data["r2"], data["in_family"], args.recall, names)
     cal |= {"checkpoint": str(args.checkpoint), "k": args.k, "passes": args.passes, "sets": args.sets,
             "input_stats": note,
-            "error": "1 − R²_i, R²_i against the checkpoint's training-mean target image"}
+            "error": "1 − R²_i, R²_i against the checkpoint's training-mean target image",
+            "recheck": measure_recheck(args, model, data, cal)}
     out = Path(args.out) if args.out else trust.run_dir(args.checkpoint) / trust.CALIBRATION
     trust.save_calibration(out, cal)
     fit = cal["fit"]
+    if cal["recheck"]:
+        r = cal["recheck"]
+        print(f"recheck: reduced basis n_basis={r['n_basis']}, n_orbitals={r['n_orbitals']} errs by e ≤ "
+              f"{r['error_quantile_value']:.3f} on {r['n_measured']} instances (99 %); flagged predictions stay "
+              f"flagged below R²_pc {r['threshold']:.3f}: recall {r['fit']['recall']}, false flags in-family "
+              f"{r['fit']['false_flags_in_family']}", flush=True)
     print(f"calibrated on {cal['n']} instances ({int(data['in_family'].sum())} in-family): features "
           f"{'+'.join(cal['features'])}, 5-fold Spearman {cal['spearman_cv']['+'.join(cal['features'])]:.3f}; "
           f"flag below estimated R² {cal['threshold']:.3f}: recall {fit['recall']}, false flags in-family "

@@ -101,8 +101,10 @@ class Solver:
         """Mean time of one `solve` on one core."""
         return self.solve_total / max(self.solved, 1)
 
-    def solve(self, potentials: np.ndarray, labels: list[str] | None = None) -> EDBatch:
-        """Ground states of one chunk of potentials, in order; its wall time is that of this call."""
+    def solve(self, potentials: np.ndarray, labels: list[str] | None = None,
+              cfg: PhysicsConfig | None = None) -> EDBatch:
+        """Ground states of one chunk of potentials, in order; its wall time is that of this call. `cfg`: another
+        configuration than the pool's for this chunk (the reduced basis of a trust recheck), on the same workers."""
         n = len(potentials)
         if n and self._pool is None:
             self._start()
@@ -110,7 +112,7 @@ class Solver:
         out = {"n0": np.empty(potentials.shape, np.float32), "n_int": np.empty(potentials.shape, np.float32),
                "energy": np.empty(n), "seconds": np.empty(n)}
         t0 = time.perf_counter()
-        for i, row in enumerate(_results(self._pool, potentials, self.workers, labels) if n else ()):
+        for i, row in enumerate(_results(self._pool, potentials, self.workers, labels, cfg) if n else ()):
             for key in out:
                 out[key][i] = row[key]
             self._bar.update(1)
@@ -121,8 +123,8 @@ class Solver:
         return EDBatch(out["n0"], out["n_int"], out["energy"], out["seconds"], seconds, self.workers)
 
 
-def _results(pool: Any, potentials: np.ndarray, workers: int, labels: list[str]):
-    jobs = ((v, label) for v, label in zip(potentials, labels, strict=True))
+def _results(pool: Any, potentials: np.ndarray, workers: int, labels: list[str], cfg: PhysicsConfig | None = None):
+    jobs = ((v, label, cfg) for v, label in zip(potentials, labels, strict=True))
     try:
         chunk = max(1, min(8, len(potentials) // (4 * workers)))
         yield from pool.map(_solve_job, jobs, chunksize=chunk)
@@ -130,11 +132,11 @@ def _results(pool: Any, potentials: np.ndarray, workers: int, labels: list[str])
         raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
 
 
-def _solve_job(item: tuple[np.ndarray, str]) -> dict[str, Any]:
-    potential, label = item
+def _solve_job(item: tuple[np.ndarray, str, PhysicsConfig | None]) -> dict[str, Any]:
+    potential, label, cfg = item
     t0 = time.perf_counter()
     try:
-        gs = solve(potential, job["cfg"])
+        gs = solve(potential, cfg or job["cfg"])
     except Exception as err:
         raise EDError(f"ED failed on {label}: {type(err).__name__}: {err}") from None
     return {"n0": gs.n0, "n_int": gs.n_int, "energy": gs.energy, "seconds": time.perf_counter() - t0}

@@ -25,7 +25,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from physics.files import Staging
-from qdgan.apply import InputError
+from qdgan.apply import InputError, recheck
 from qdgan.apply.ed_batch import Solver
 from qdgan.apply.inputs import Inputs
 from qdgan.apply.outputs import ArrayWriter, as_paths, check_outputs
@@ -73,9 +73,15 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     state = prepare(cfg.trust, cfg.checkpoint, model, run_cfg)
     inputs, warnings, n_el = checkpoint.load_checked_inputs(cfg, model, run_cfg, chunk)
     physics = source = None
-    if mode:
-        physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg, n_el)
-        warnings += more
+    if mode or (state and state["recheck"]):
+        try:
+            physics, source, more = checkpoint.ed_physics(cfg.physics, inputs, model, run_cfg, n_el)
+            warnings += more
+        except InputError as err:
+            if mode:
+                raise
+            state["recheck"] = None  # predictions without ED: the recheck is a bonus, not a requirement
+            warnings.append(f"trust recheck off (flags stay the estimate's): {err}")
     for w in warnings:
         log.warning(w)
 
@@ -88,7 +94,8 @@ def run_predict(cfg: DictConfig) -> dict[str, Any]:
     }
     fields = {hp.input_name: (inputs.shape, np.float32), target: (inputs.shape, np.float32), "index": ((), np.int64)}
     if state:
-        fields |= {"estimated_r2": ((), np.float64), "flagged": ((), np.bool_), "from_ed": ((), np.bool_)}
+        fields |= {"estimated_r2": ((), np.float64), "flagged": ((), np.bool_), "from_ed": ((), np.bool_),
+                   "rechecked": ((), np.bool_)}
     if mode is True:
         fields |= {f"ed_{target}": (inputs.shape, np.float32), "ed_energy": ((), np.float64)}
     units = {k: UNITS[k.removeprefix("ed_")] for k in fields if k.removeprefix("ed_") in UNITS} | {"ed_energy": "eV"}
@@ -126,9 +133,10 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     scores = Scores(model.target_mean.cpu().numpy(), UNITS[hp.target_name], bs, target_range) if mode is True else None
     n_el = model.electrons[0] if n_el is None else n_el
     charges, seconds, shown = [], 0.0, {"x": [], "pred": [], "ref": []}
-    trusted: dict[str, list[Any]] = {"estimated_r2": [], "flagged": [], "from_ed": []}
-    trust_seconds = 0.0
-    solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if mode else contextlib.nullcontext()
+    trusted: dict[str, list[Any]] = {"estimated_r2": [], "flagged": [], "from_ed": [], "rechecked": []}
+    trust_seconds, recheck_seconds = 0.0, 0.0
+    redo = state["recheck"] if state and mode is not True else None  # verify=true solves every instance anyway
+    solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if mode or redo else contextlib.nullcontext()
     with solver:
         for a, b in inputs.chunks(chunk):
             x = inputs.read(a, b)
@@ -143,7 +151,11 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
             if state:
                 t0 = time.perf_counter()
                 est = assess_chunk(state, model, x, pred, bs, n_el, torch.cat(found).numpy() if found else None)
-                trust_seconds += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                trust_seconds += t1 - t0
+                rechecked = (recheck.apply(redo, solver, physics, x, pred, est, model.target_mean.cpu().numpy(),
+                                           inputs.labels[a:b], hp.target_name) if redo else np.zeros(b - a, bool))
+                recheck_seconds += time.perf_counter() - t1
                 from_ed = np.zeros(b - a, bool)
                 if mode == "auto" and (flagged := np.flatnonzero(est["flagged"])).size:
                     ed = solver.solve(x[flagged], [inputs.labels[a + i] for i in flagged])
@@ -151,7 +163,8 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
                     pred[flagged] = ed.n_int if hp.target_name == "n_int" else ed.n0
                     from_ed[flagged] = True
                     arrays[hp.target_name] = pred
-                arrays |= {"estimated_r2": est["estimated_r2"], "flagged": est["flagged"], "from_ed": from_ed}
+                arrays |= {"estimated_r2": est["estimated_r2"], "flagged": est["flagged"], "from_ed": from_ed,
+                           "rechecked": rechecked}
                 for key in trusted:
                     trusted[key].append(arrays[key])
             if mode is True:
@@ -173,6 +186,8 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     if state:
         report["trust"] = trust_report(state, {k: np.concatenate(v) for k, v in trusted.items()}, inputs.labels,
                                        trust_seconds, solver.wall_seconds if mode == "auto" else None)
+        report["trust"] |= {"recheck": redo, "n_rechecked": int(np.concatenate(trusted["rechecked"]).sum()),
+                            "recheck_seconds": recheck_seconds}
         if report["trust"]["warning"]:
             log.warning(report["trust"]["warning"])
             report["warnings"].append(report["trust"]["warning"])
@@ -218,7 +233,9 @@ def summary(report: dict[str, Any]) -> str:
         c = report["predicted_charge"]
         lines.append(f"  ∫ñ     mean {c['mean']:.4f}, largest |∫ñ − N| {c['max_abs_error']:.3g} electrons")
     if t := report.get("trust"):
-        lines.append(f"  trust  {t['n_flagged']} of {report['n']} flagged (estimated R²_i < {t['threshold']:.3g})"
+        lines.append(f"  trust  {t['n_flagged']} of {report['n']} flagged (estimated R²_i < {t['threshold']:.3g}"
+                     + (f"; {t['n_rechecked']} rechecked by a reduced-basis ED, R²_pc < "
+                        f"{t['recheck']['threshold']:.3g}" if t.get("recheck") else "") + ")"
                      + (f", {t['n_from_ed']} re-solved by ED" if t["ed_seconds"] is not None else "")
                      + f"; {t['note']}")
     if report["warnings"]:

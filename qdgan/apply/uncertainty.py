@@ -250,7 +250,13 @@ def prepare(cfg: Any, checkpoint: str, model: Pix2Pix, run_cfg: Any) -> dict[str
     note = (f"calibrated by {path} (features {'+'.join(cal['features'])})" if cal is not None else
             f"uncalibrated: estimated R²_i = 1 − MC-dropout spread; no {path} (python -m qdgan.apply.calibrate)")
     k = int(cfg.k) if cal is None or "mc" in cal["features"] else 0  # MC passes cost ~k forward passes: only if used
+    from qdgan.apply.recheck import settings
+
+    redo = settings(cal, bool(cfg.get("recheck", True)) and model.hparams.input_name == "potential")
+    if redo:
+        note += f"; flags rechecked by a reduced-basis ED ({redo['n_basis']}, {redo['n_orbitals']})"
     return {"cal": cal, "stats": stats, "k": k, "tta": bool(used & {"tta", *trust.LOCAL}), "passes": passes,
+            "recheck": redo,
             "local": bool(used & set(trust.LOCAL)), "seed": int(cfg.seed),
             "threshold": cfg.threshold, "note": note, "stats_note": stats_note, "path": str(path)}
 
