@@ -97,3 +97,19 @@ def test_calibrate_refuses_a_basis_larger_than_the_data_in_one_line(ckpt, tiny_d
     assert run.returncode == 1
     assert run.stderr.strip().splitlines()[-1].startswith("qdgan.apply.calibrate: error: trust recheck n_basis=12: "
                                                           "expected an integer in [1, 10]")
+
+
+def test_recheck_turns_off_with_a_warning_when_ed_cannot_run(ckpt, tiny_data, tmp_path):
+    """verify=false and an .npy input whose physics group does not match the checkpoint: predictions are still
+    made, the flags stay the estimate's, and a warning says why the recheck is off."""
+    out = tmp_path / "t.json"
+    calibrate.main(["--checkpoint", str(ckpt), "--set", f"{tiny_data}@val", "--k", "0", "--features", "tta",
+                    "--recheck", "10,4", "--workers", "1", "--out", str(out)])
+    np.save(tmp_path / "v.npy", open_dataset(tiny_data).potential[:4])
+    report = run_predict(compose_app("predict", [
+        f"checkpoint={ckpt}", f"input={tmp_path / 'v.npy'}", f"output={tmp_path / 'p.h5'}", "report=null",
+        "panels=null", "ed.workers=1", *TINY_PHYSICS, "physics.length_nm=40.0", f"trust.calibration={out}",
+        "trust.threshold=1.01"]))
+    assert report["trust"]["n_flagged"] == 4 and report["trust"]["n_rechecked"] == 0
+    assert any(w.startswith("trust recheck off (flags stay the estimate's): the physics config does not match")
+               for w in report["warnings"])

@@ -99,7 +99,13 @@ def measure_recheck(args: Any, model: Any, data: dict[str, Any], cal: dict[str, 
 
     if args.recheck == "none" or model.hparams.input_name != "potential":
         return None
-    physics_of = {spec: open_dataset(spec.partition("@")[0]).config for spec in dict.fromkeys(data["set"])}
+    physics_of = {}
+    for spec in dict.fromkeys(data["set"]):
+        try:
+            physics_of[spec] = open_dataset(spec.partition("@")[0]).config
+        except Exception as err:  # any unreadable manifest: say which set and what to do
+            raise InputError(f"--set {spec}: the recheck solves its potentials by ED and needs a data-set folder's "
+                             f"physics ({type(err).__name__}: {err}); pass --recheck none") from None
     first = next(iter(physics_of.values()))
     try:
         bases = ([recheck.default_basis(first, f) for f in recheck.FRACTIONS] if args.recheck == "auto" else
