@@ -22,6 +22,9 @@ The unseen sets (200 instances each, seeds 101-105):
         potential.correlation_nm=2.0 out_dir=data/unseen/rough_gates n_samples=200 shard_size=100 seed=105
 The larger sets of the same five kinds that benchmarks/trust.py's presets mix_large and mix_fail read: the same
 commands with n_samples=1000 workers=1, seeds 201-205 (in the order above) and out_dir=data/unseen_large/<kind>.
+The fresh sets of preset mix_fresh (made after the trust recheck was chosen): n_samples=1000 shard_size=500 workers=2,
+seeds 301-305 (in the order above), out_dir=data/unseen_fresh/<kind>; and those of mix_fresh2 (made after the
+recheck's recall rule): the same with seeds 401-405 and out_dir=data/unseen_fresh2/<kind>.
 """
 
 from __future__ import annotations

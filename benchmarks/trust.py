@@ -55,6 +55,14 @@ PRESETS["mix_large"] = {"cal": PRESETS["mix"]["cal"], "eval": [*MIX_IN, *(LARGE 
 PRESETS["mix_fail"] = {"cal": ["data/mix_large@val", *(f"{LARGE}{u}@0:500" for u in UNSEEN[:3])],
                        "eval": [*MIX_IN, *(f"{LARGE}{u}@500:1000" for u in UNSEEN[:3]),
                                 *(LARGE + u for u in UNSEEN[3:])]}
+# mix_fail's calibration scored on fresh sets of the five kinds (seeds 301-305), made after the recheck and its basis
+# were chosen: instances that no choice saw (use with --no-calibrate and that calibration)
+PRESETS["mix_fresh"] = {"cal": PRESETS["mix_fail"]["cal"],
+                        "eval": [*MIX_IN, *(f"data/unseen_fresh/{u}" for u in UNSEEN)]}
+# the same for the second fresh sets (seeds 401-405), made after the recheck's recall rule was added, which
+# mix_fresh's result had prompted
+PRESETS["mix_fresh2"] = {"cal": PRESETS["mix_fail"]["cal"],
+                         "eval": [*MIX_IN, *(f"data/unseen_fresh2/{u}" for u in UNSEEN)]}
 
 
 def reliability(pred_r2: np.ndarray, r2: np.ndarray, path: Path, bins: int = 10) -> list[list[float]]:

@@ -113,3 +113,10 @@ def test_recheck_turns_off_with_a_warning_when_ed_cannot_run(ckpt, tiny_data, tm
     assert report["trust"]["n_flagged"] == 4 and report["trust"]["n_rechecked"] == 0
     assert any(w.startswith("trust recheck off (flags stay the estimate's): the physics config does not match")
                for w in report["warnings"])
+
+
+def test_recall_rule_keeps_the_flagged_bad_instances():
+    assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) == pytest.approx(0.93)
+    assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) > 0.93  # strictly: all three stay below it
+    assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.6) == pytest.approx(0.8)
+    assert recheck.recall_threshold(np.array([]), 0.98) is None

@@ -128,14 +128,17 @@ def measure_recheck(args: Any, model: Any, data: dict[str, Any], cal: dict[str, 
             r2_pc[pick] = trust.r2_per_instance(data["pred"][pick], red, mean)
         errors = np.concatenate(errors)
         try:
-            thr = recheck.threshold(errors)
+            rules = {"bound": recheck.threshold(errors), "recall": None}
         except ValueError as why:
             print(f"recheck: basis ({n_basis}, {n_orbitals}): {why}", flush=True)
             continue
         seen = np.zeros(len(err), bool)
         seen[rows] = True
+        rules["recall"] = recheck.recall_threshold(r2_pc[seen & flags & (data["r2"] < trust.BAD_R2)], args.recall)
+        thr = max(v for v in rules.values() if v is not None)
         final = flags & (r2_pc < thr)
-        return {"n_basis": n_basis, "n_orbitals": n_orbitals, "threshold": thr, "n_measured": len(rows),
+        return {"n_basis": n_basis, "n_orbitals": n_orbitals, "threshold": thr, "threshold_rules": rules,
+                "n_measured": len(rows),
                 "error_quantile": recheck.ERROR_QUANTILE, "error_max": float(errors.max()),
                 "error_quantile_value": float(np.quantile(errors, recheck.ERROR_QUANTILE)),
                 "fit": trust.flag_rates(final[seen], data["r2"][seen], data["in_family"][seen])}

@@ -4,9 +4,10 @@ The network's own error features (tta, knn) cannot see a confident mistake: two 
 the network shares out wrongly, identically in every symmetric pass (docs/inverse.md, "Trust"). ED in a reduced
 basis (fewer sine functions and orbitals than the physics config's, ~4× cheaper than the full ED) gets that
 balance right, so a flagged prediction is compared with it: R²_pc = R²_i of the prediction against the reduced-ED
-density (trust.r2_per_instance). The flag stands when R²_pc < `threshold`, set from the reduced ED's own error
-e = ‖n_reduced − n‖ / ‖n − β̄‖ measured at calibration: by the triangle inequality an instance with R²_i < BAD_R2
-has √(1 − R²_pc) ≳ √(1 − BAD_R2) − e. Numpy only (ED workers re-import the apply modules).
+density (trust.r2_per_instance). The flag stands when R²_pc < `threshold`, the higher of two rules at
+calibration: from the reduced ED's own error e = ‖n_reduced − n‖ / ‖n − β̄‖ (by the triangle inequality an
+instance with R²_i < BAD_R2 has √(1 − R²_pc) ≳ √(1 − BAD_R2) − e), and the lowest that keeps the calibration's
+flagged bad instances flagged (`--recall`). Numpy only (ED workers re-import the apply modules).
 """
 
 from __future__ import annotations
@@ -58,6 +59,13 @@ def threshold(errors: np.ndarray, quantile: float = ERROR_QUANTILE) -> float:
         raise ValueError(f"the reduced basis errs by {e_q:.3f} (its {quantile:.0%} quantile; R²_i 1 − e²): too coarse "
                          f"to check R²_i < {BAD_R2}; choose a larger n_basis/n_orbitals")
     return float(1.0 - margin**2)
+
+
+def recall_threshold(r2_pc_bad: np.ndarray, recall: float) -> float | None:
+    """The lowest threshold that keeps ⌈recall·n⌉ of the flagged bad calibration instances flagged, from their
+    R²_pc (None without any): the recheck must not lose what the estimate caught, where the bound alone would."""
+    ranked = np.sort(np.asarray(r2_pc_bad, np.float64))
+    return float(ranked[int(np.ceil(recall * len(ranked))) - 1]) + 1e-9 if len(ranked) else None
 
 
 def settings(cal: dict[str, Any] | None, enabled: bool) -> dict[str, Any] | None:
