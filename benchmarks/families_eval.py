@@ -24,7 +24,8 @@ The larger sets of the same five kinds that benchmarks/trust.py's presets mix_la
 commands with n_samples=1000 workers=1, seeds 201-205 (in the order above) and out_dir=data/unseen_large/<kind>.
 The fresh sets of preset mix_fresh (made after the trust recheck was chosen): n_samples=1000 shard_size=500 workers=2,
 seeds 301-305 (in the order above), out_dir=data/unseen_fresh/<kind>; and those of mix_fresh2 (made after the
-recheck's recall rule): the same with seeds 401-405 and out_dir=data/unseen_fresh2/<kind>.
+recheck's recall rule): the same with seeds 401-405 and out_dir=data/unseen_fresh2/<kind>; mix_fresh3 (made after
+the estimate's margin for the recheck): seeds 501-505, out_dir=data/unseen_fresh3/<kind>.
 """
 
 from __future__ import annotations

@@ -68,6 +68,8 @@ def test_exact_recheck_replaces_the_estimate_by_the_true_r2(ckpt, tiny_data, tmp
     r = cal["recheck"]
     assert (r["n_basis"], r["n_orbitals"], r["threshold"]) == (10, 4, pytest.approx(trust.BAD_R2, abs=1e-5))
     assert r["error_max"] < 1e-3 and trust.load_calibration(out)["recheck"] == r
+    base = max(v for k, v in cal["threshold_rules"].items() if k != "widened_for_recheck" and v is not None)
+    assert cal["threshold"] == cal["threshold_rules"]["widened_for_recheck"] == pytest.approx(recheck.widen(base))
     args = ["indices=0:8", "batch_size=4", "chunk_size=4", f"trust.calibration={out}", "trust.threshold=1.01"]
     base = [f"checkpoint={ckpt}", f"input={tiny_data}", "report=null", "panels=null", "ed.workers=1",
             "ed.progress=false", *TINY_PHYSICS, *args]
@@ -120,3 +122,7 @@ def test_recall_rule_keeps_the_flagged_bad_instances():
     assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) > 0.93  # strictly: all three stay below it
     assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.6) == pytest.approx(0.8)
     assert recheck.recall_threshold(np.array([]), 0.98) is None
+
+
+def test_widened_estimate_threshold_sends_more_suspects_to_the_recheck():
+    assert recheck.widen(0.994, 1.5) == pytest.approx(0.996) and recheck.widen(0.994, 1.0) == pytest.approx(0.994)

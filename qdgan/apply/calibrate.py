@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                          f"the first fine enough of {recheck.FRACTIONS} of the data's basis; none: no recheck")
     ap.add_argument("--recheck-sample", type=int, default=2000, help="calibration instances it is measured on, at most")
     ap.add_argument("--workers", type=int, default=None, help="ED processes for the recheck (default: all cores)")
+    ap.add_argument("--estimate-margin", type=float, default=recheck.ESTIMATE_MARGIN,
+                    help="with a recheck, flag estimated errors down to 1/this of the calibrated cut for it")
     ap.add_argument("--out", default=None, help="default: <run dir>/trust.json")
     args = ap.parse_args(argv)
     model = checkpoint.load_model(args.checkpoint, "auto")
@@ -178,10 +180,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = collect(model, args.checkpoint, run_cfg, args.sets, args.k, args.batch_size, stats, passes=args.passes)
     names = args.features.split("+") if args.features else None
     cal = trust.calibrate(data["features"], data["r2"], data["in_family"], args.recall, names)
+    base = cal["threshold"]
+    if args.recheck != "none" and model.hparams.input_name == "potential":
+        cal["threshold"] = recheck.widen(base, args.estimate_margin)  # suspects for the recheck
     cal |= {"checkpoint": str(args.checkpoint), "k": args.k, "passes": args.passes, "sets": args.sets,
             "input_stats": note,
             "error": "1 − R²_i, R²_i against the checkpoint's training-mean target image",
             "recheck": measure_recheck(args, model, data, cal)}
+    if cal["recheck"] is None:
+        cal["threshold"] = base
+    else:
+        cal["threshold_rules"]["widened_for_recheck"] = cal["threshold"]
+        cal["recheck"]["estimate_margin"] = args.estimate_margin
     out = Path(args.out) if args.out else trust.run_dir(args.checkpoint) / trust.CALIBRATION
     trust.save_calibration(out, cal)
     fit = cal["fit"]

@@ -25,6 +25,10 @@ from qdgan.apply.trust import BAD_R2, r2_per_instance
 # functions per axis and 10 of 16 orbitals for the paper's system (9.2 vs 33.7 ms per N = 2 solve, recheck_basis.py)
 FRACTIONS = (0.625, 0.75, 0.875)
 ERROR_QUANTILE = 0.99  # of the reduced ED's error at calibration, which sets the threshold
+# With a recheck the estimate flags errors down to 1/ESTIMATE_MARGIN of its calibrated cut (0.994 → 0.996 on the
+# mixture model), chosen on validation sets of unseen kinds (data/unseen_fresh, unseen_fresh2: recall 94-96 % at 1,
+# 97-99 % at 1.5, verify=auto still ≥ ×5; docs/results.md)
+ESTIMATE_MARGIN = 1.5
 
 
 def reduced_config(physics: PhysicsConfig, n_basis: int, n_orbitals: int) -> PhysicsConfig:
@@ -59,6 +63,12 @@ def threshold(errors: np.ndarray, quantile: float = ERROR_QUANTILE) -> float:
         raise ValueError(f"the reduced basis errs by {e_q:.3f} (its {quantile:.0%} quantile; R²_i 1 − e²): too coarse "
                          f"to check R²_i < {BAD_R2}; choose a larger n_basis/n_orbitals")
     return float(1.0 - margin**2)
+
+
+def widen(threshold: float, margin: float = ESTIMATE_MARGIN) -> float:
+    """The estimate's flag threshold with a recheck behind it: estimated errors down to 1/`margin` of the calibrated
+    cut are rechecked (a recheck costs ~1/4 of an ED solve, so extra suspects are cheap and misses are not)."""
+    return float(1.0 - (1.0 - threshold) / margin)
 
 
 def recall_threshold(r2_pc_bad: np.ndarray, recall: float) -> float | None:
