@@ -203,8 +203,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['fit']['false_flags_in_family']}", flush=True)
     print(f"calibrated on {cal['n']} instances ({int(data['in_family'].sum())} in-family): features "
           f"{'+'.join(cal['features'])}, 5-fold Spearman {cal['spearman_cv']['+'.join(cal['features'])]:.3f}; "
-          f"flag below estimated R² {cal['threshold']:.3f}: recall {fit['recall']}, false flags in-family "
-          f"{fit['false_flags_in_family']}\n  wrote {out}", flush=True)
+          f"flag below estimated R² {base:.3f}: recall {fit['recall']}, false flags in-family "
+          f"{fit['false_flags_in_family']}" + (f" (out of fold; widened to {cal['threshold']:.4f} for the recheck)"
+                                               if cal["recheck"] else "") + f"\n  wrote {out}", flush=True)
     return cal
 
 

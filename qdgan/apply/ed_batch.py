@@ -79,7 +79,7 @@ class Solver:
         self._pool: Any = None
 
     def __enter__(self) -> Solver:
-        return self  # the pool starts at the first `solve`: verify=auto with nothing flagged never pays for it
+        return self  # the pool starts at the first `solve` (or `prestart`)
 
     def _start(self) -> None:
         t0 = time.perf_counter()
@@ -95,6 +95,15 @@ class Solver:
         finally:
             self._bar.close()
             self.wall_seconds += time.perf_counter() - t0
+
+    def prestart(self, *cfgs: PhysicsConfig) -> None:
+        """Start the workers now and let them build their caches for the pool's configuration and `cfgs` (a
+        recheck's) in the background, while this process runs the network: the first chunk to solve finds them
+        ready (verify=auto and the trust recheck; the pool's start then overlaps the prediction)."""
+        if self._pool is None:
+            self._start()
+        for _ in range(self.workers):
+            self._pool.submit(_warm, [self.cfg, *cfgs])
 
     @property
     def seconds_per_solve(self) -> float:
@@ -130,6 +139,12 @@ def _results(pool: Any, potentials: np.ndarray, workers: int, labels: list[str],
         yield from pool.map(_solve_job, jobs, chunksize=chunk)
     except BrokenProcessPool as err:
         raise EDError(f"an ED worker process died (killed, or out of memory?): {err}") from err
+
+
+def _warm(cfgs: list[PhysicsConfig]) -> None:
+    """Build a worker's caches (basis, Coulomb kernel) for each configuration: one solve of a flat potential."""
+    for cfg in cfgs:
+        solve(np.zeros((cfg.grid, cfg.grid)), cfg)
 
 
 def _solve_job(item: tuple[np.ndarray, str, PhysicsConfig | None]) -> dict[str, Any]:

@@ -138,6 +138,9 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     redo = state["recheck"] if state and mode is not True else None  # verify=true solves every instance anyway
     solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if mode or redo else contextlib.nullcontext()
     with solver:
+        if redo or mode == "auto":  # workers start while the network runs
+            solver.prestart(*([recheck.reduced_config(physics, int(redo["n_basis"]), int(redo["n_orbitals"]))]
+                              if redo else []))
         for a, b in inputs.chunks(chunk):
             x = inputs.read(a, b)
             if a == 0:
