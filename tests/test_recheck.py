@@ -82,6 +82,8 @@ def test_exact_recheck_replaces_the_estimate_by_the_true_r2(ckpt, tiny_data, tmp
     assert redone.all()
     np.testing.assert_allclose(est, true_r2, atol=1e-4)  # the full-basis recheck is ED itself
     np.testing.assert_array_equal(flagged, est < r["threshold"])
+    assert flagged.any() and any(f"confirmed by a reduced-basis ED (R²_pc < {r['threshold']:.3f})" in w
+                                 for w in report["warnings"])
     off = run_predict(compose_app("predict", [*base, f"output={tmp_path / 'q.h5'}", "trust.recheck=false"]))
     assert off["trust"]["n_rechecked"] == 0 and off["trust"]["n_flagged"] == 8 and off["trust"]["recheck"] is None
 

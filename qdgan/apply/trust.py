@@ -285,8 +285,10 @@ def trust_report(state: dict[str, Any], per: dict[str, np.ndarray], labels: list
     warning = None
     if flagged.size:
         named = ", ".join(f"{labels[i]} ({per['estimated_r2'][i]:.3f})" for i in flagged[:3])
-        warning = (f"trust: {flagged.size} of {len(labels)} prediction(s) have estimated R²_i below {thr:.3f} "
-                   f"({named}{', ...' if flagged.size > 3 else ''}): likely wrong"
+        redo = state.get("recheck")  # then the flags are those a reduced-basis ED confirmed, the values its R²_pc
+        warning = (f"trust: {flagged.size} of {len(labels)} prediction(s) have estimated R²_i below {thr:.3f}"
+                   + (f", confirmed by a reduced-basis ED (R²_pc < {redo['threshold']:.3f})" if redo else "")
+                   + f" ({named}{', ...' if flagged.size > 3 else ''}): likely wrong"
                    + ("; re-solved by ED (verify=auto)" if ed_seconds is not None else
                       f"; {advice}") + ("" if state["cal"] else f" [{state['note']}]"))
     return {"calibrated": state["cal"] is not None, "note": state["note"], "input_stats": state["stats_note"],
