@@ -124,14 +124,17 @@ def rechecked(cal: dict, data: dict, est: np.ndarray, flags: np.ndarray, workers
     from qdgan.apply.ed_batch import Solver
 
     est, flags, mean = est.copy(), flags.copy(), data["mean"]
-    for spec in dict.fromkeys(data["set"][flags]):
-        pick = np.flatnonzero(flags & (data["set"] == spec))
-        physics = open_dataset(spec.partition("@")[0]).config
-        with Solver(physics, workers, len(pick), False) as solver:
-            recheck.apply(cal["recheck"], solver, physics, data["x"][pick], data["pred"][pick],
-                          part := {"estimated_r2": est[pick], "flagged": flags[pick]}, mean,
+    sets = list(dict.fromkeys(data["set"][flags]))
+    if not sets:
+        return est, flags
+    physics_of = {spec: open_dataset(spec.partition("@")[0]).config for spec in sets}
+    with Solver(physics_of[sets[0]], workers, int(flags.sum()), False) as solver:  # one pool for all sets
+        for spec, physics in physics_of.items():
+            pick = np.flatnonzero(flags & (data["set"] == spec))
+            recheck.apply(cal["recheck"], solver, recheck.reduced_of(cal["recheck"], physics), data["x"][pick],
+                          data["pred"][pick], part := {"estimated_r2": est[pick], "flagged": flags[pick]}, mean,
                           [f"{spec} {i}" for i in pick])
-        est[pick], flags[pick] = part["estimated_r2"], part["flagged"]
+            est[pick], flags[pick] = part["estimated_r2"], part["flagged"]
     return est, flags
 
 

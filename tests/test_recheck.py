@@ -120,10 +120,10 @@ def test_recheck_turns_off_with_a_warning_when_ed_cannot_run(ckpt, tiny_data, tm
 
 
 def test_recall_rule_keeps_the_flagged_bad_instances():
-    assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) == pytest.approx(0.93)
-    assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) > 0.93  # strictly: all three stay below it
-    assert recheck.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.6) == pytest.approx(0.8)
-    assert recheck.recall_threshold(np.array([]), 0.98) is None
+    assert trust.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) == pytest.approx(0.93)
+    assert trust.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.98) > 0.93  # strictly: all three stay below it
+    assert trust.recall_threshold(np.array([0.93, 0.5, 0.8]), 0.6) == pytest.approx(0.8)
+    assert trust.recall_threshold(np.array([]), 0.98) is None
 
 
 def test_widened_estimate_threshold_sends_more_suspects_to_the_recheck():

@@ -117,31 +117,33 @@ def measure_recheck(args: Any, model: Any, data: dict[str, Any], cal: dict[str, 
     err = 1.0 - np.asarray(data["r2"], np.float64)
     flags = 1.0 - np.exp(trust._cv_predict(data["features"], err, cal["features"])) < cal["threshold"]
     rows = np.random.default_rng(0).permutation(len(err))[: args.recheck_sample]
-    for n_basis, n_orbitals in dict.fromkeys(bases):
-        r2_pc, errors = np.full(len(err), np.inf), []
-        for spec, physics in physics_of.items():  # each set with its own physics
-            pick = rows[data["set"][rows] == spec]
-            with Solver(recheck.reduced_config(physics, n_basis, n_orbitals), args.workers, len(pick)) as solver:
-                red = solver.solve(data["x"][pick], [f"{spec} row {i}" for i in pick])
-            red = red.n_int if target == "n_int" else red.n0
-            errors.append(recheck.reduced_error(red, data["y"][pick], mean))
-            r2_pc[pick] = trust.r2_per_instance(data["pred"][pick], red, mean)
-        errors = np.concatenate(errors)
-        try:
-            rules = {"bound": recheck.threshold(errors), "recall": None}
-        except ValueError as why:
-            print(f"recheck: basis ({n_basis}, {n_orbitals}): {why}", flush=True)
-            continue
-        seen = np.zeros(len(err), bool)
-        seen[rows] = True
-        rules["recall"] = recheck.recall_threshold(r2_pc[seen & flags & (data["r2"] < trust.BAD_R2)], args.recall)
-        thr = max(v for v in rules.values() if v is not None)
-        final = flags & (r2_pc < thr)
-        return {"n_basis": n_basis, "n_orbitals": n_orbitals, "threshold": thr, "threshold_rules": rules,
-                "n_measured": len(rows),
-                "error_quantile": recheck.ERROR_QUANTILE, "error_max": float(errors.max()),
-                "error_quantile_value": float(np.quantile(errors, recheck.ERROR_QUANTILE)),
-                "fit": trust.flag_rates(final[seen], data["r2"][seen], data["in_family"][seen])}
+    with Solver(first, args.workers, len(rows)) as solver:  # one pool; each set in its own reduced configuration
+        for n_basis, n_orbitals in dict.fromkeys(bases):
+            r2_pc, errors = np.full(len(err), np.inf), []
+            for spec, physics in physics_of.items():
+                pick = rows[data["set"][rows] == spec]
+                red = solver.solve(data["x"][pick], [f"{spec} row {i}" for i in pick],
+                                   cfg=recheck.reduced_config(physics, n_basis, n_orbitals))
+                red = red.n_int if target == "n_int" else red.n0
+                errors.append(recheck.reduced_error(red, data["y"][pick], mean))
+                r2_pc[pick] = trust.r2_per_instance(data["pred"][pick], red, mean)
+            errors = np.concatenate(errors)
+            try:
+                rules = {"bound": recheck.threshold(errors), "recall": None}
+            except ValueError as why:
+                print(f"recheck: basis ({n_basis}, {n_orbitals}): {why}", flush=True)
+                continue
+            seen = np.zeros(len(err), bool)
+            seen[rows] = True
+            # the recheck must not lose what the estimate caught, where the bound alone would
+            rules["recall"] = trust.recall_threshold(r2_pc[seen & flags & (data["r2"] < trust.BAD_R2)], args.recall)
+            thr = max(v for v in rules.values() if v is not None)
+            final = flags & (r2_pc < thr)
+            return {"n_basis": n_basis, "n_orbitals": n_orbitals, "threshold": thr, "threshold_rules": rules,
+                    "n_measured": len(rows),
+                    "error_quantile": recheck.ERROR_QUANTILE, "error_max": float(errors.max()),
+                    "error_quantile_value": float(np.quantile(errors, recheck.ERROR_QUANTILE)),
+                    "fit": trust.flag_rates(final[seen], data["r2"][seen], data["in_family"][seen])}
     if args.recheck != "auto":
         raise InputError(f"--recheck {args.recheck}: the reduced basis is too coarse to check R²_i < {trust.BAD_R2} "
                          "(above); choose a larger one, or auto")

@@ -137,10 +137,10 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
     trust_seconds, recheck_seconds = 0.0, 0.0
     redo = state["recheck"] if state and mode is not True else None  # verify=true solves every instance anyway
     solver = Solver(physics, cfg.ed.workers, n, cfg.ed.progress) if mode or redo else contextlib.nullcontext()
+    reduced, mean_image = recheck.reduced_of(redo, physics) if redo else None, model.target_mean.cpu().numpy()
     with solver:
         if redo or mode == "auto":  # workers start while the network runs
-            solver.prestart(*([recheck.reduced_config(physics, int(redo["n_basis"]), int(redo["n_orbitals"]))]
-                              if redo else []))
+            solver.prestart(*([reduced] if redo else []))
         for a, b in inputs.chunks(chunk):
             x = inputs.read(a, b)
             if a == 0:
@@ -156,8 +156,8 @@ def stream(cfg: DictConfig, model: Any, inputs: Inputs, chunk: int, writer: Arra
                 est = assess_chunk(state, model, x, pred, bs, n_el, torch.cat(found).numpy() if found else None)
                 t1 = time.perf_counter()
                 trust_seconds += t1 - t0
-                rechecked = (recheck.apply(redo, solver, physics, x, pred, est, model.target_mean.cpu().numpy(),
-                                           inputs.labels[a:b], hp.target_name) if redo else np.zeros(b - a, bool))
+                rechecked = (recheck.apply(redo, solver, reduced, x, pred, est, mean_image, inputs.labels[a:b],
+                                           hp.target_name) if redo else np.zeros(b - a, bool))
                 recheck_seconds += time.perf_counter() - t1
                 from_ed = np.zeros(b - a, bool)
                 if mode == "auto" and (flagged := np.flatnonzero(est["flagged"])).size:

@@ -71,27 +71,25 @@ def widen(threshold: float, margin: float = ESTIMATE_MARGIN) -> float:
     return float(1.0 - (1.0 - threshold) / margin)
 
 
-def recall_threshold(r2_pc_bad: np.ndarray, recall: float) -> float | None:
-    """The lowest threshold that keeps ⌈recall·n⌉ of the flagged bad calibration instances flagged, from their
-    R²_pc (None without any): the recheck must not lose what the estimate caught, where the bound alone would."""
-    ranked = np.sort(np.asarray(r2_pc_bad, np.float64))
-    return float(ranked[int(np.ceil(recall * len(ranked))) - 1]) + 1e-9 if len(ranked) else None
-
-
 def settings(cal: dict[str, Any] | None, enabled: bool) -> dict[str, Any] | None:
     """The calibration's recheck (n_basis, n_orbitals, threshold), or None when off or not calibrated."""
     return dict(cal["recheck"]) if enabled and cal is not None and cal.get("recheck") else None
 
 
-def apply(recheck: dict[str, Any], solver: Any, physics: PhysicsConfig, x: np.ndarray, pred: np.ndarray,
+def reduced_of(recheck: dict[str, Any], physics: PhysicsConfig) -> PhysicsConfig:
+    """The reduced configuration of a calibration's recheck for `physics`."""
+    return reduced_config(physics, int(recheck["n_basis"]), int(recheck["n_orbitals"]))
+
+
+def apply(recheck: dict[str, Any], solver: Any, reduced: PhysicsConfig, x: np.ndarray, pred: np.ndarray,
           est: dict[str, Any], mean_image: np.ndarray, labels: list[str], target: str = "n_int") -> np.ndarray:
-    """Recheck the flagged instances of one chunk (potentials x, predicted `target` densities) in place: their
-    estimate becomes R²_pc and their flag R²_pc < threshold. Returns the mask of rechecked instances."""
+    """Recheck the flagged instances of one chunk (potentials x, predicted `target` densities) in place, solved in
+    the `reduced` configuration (`reduced_of`): their estimate becomes R²_pc and their flag R²_pc < threshold.
+    Returns the mask of rechecked instances."""
     flagged = np.flatnonzero(est["flagged"])
     done = np.zeros(len(x), bool)
     if flagged.size:
-        cfg = reduced_config(physics, int(recheck["n_basis"]), int(recheck["n_orbitals"]))
-        reduced = solver.solve(x[flagged], [labels[i] for i in flagged], cfg=cfg)
+        reduced = solver.solve(x[flagged], [labels[i] for i in flagged], cfg=reduced)
         r2_pc = r2_per_instance(pred[flagged], reduced.n_int if target == "n_int" else reduced.n0, mean_image)
         est["estimated_r2"] = np.array(est["estimated_r2"], np.float64)
         est["estimated_r2"][flagged] = r2_pc

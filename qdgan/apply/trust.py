@@ -216,14 +216,16 @@ def calibrate(features: dict[str, np.ndarray], r2: np.ndarray, in_family: np.nda
            "spearman_raw": raw, "spearman_cv": scores}
     pred_log = _cv_predict(features, err, best)  # out-of-fold: an honest threshold
     pred_r2, bad = 1.0 - np.exp(pred_log), r2 < BAD_R2
-    rules = {"recall": None, "residual_quantile": float(1.0 - (1.0 - BAD_R2) * np.exp(
+    rules = {"recall": recall_threshold(pred_r2[bad], recall), "residual_quantile": float(1.0 - (1.0 - BAD_R2) * np.exp(
         -np.quantile(np.log(np.maximum(err, ERR_FLOOR)) - pred_log, recall)))}
-    if bad.any():  # the smallest threshold that flags ⌈recall·n_bad⌉ of the bad instances
-        ranked = np.sort(pred_r2[bad])
-        rules["recall"] = float(ranked[int(np.ceil(recall * len(ranked))) - 1]) + 1e-9
     cal["threshold"], cal["threshold_rules"] = max(v for v in rules.values() if v is not None), rules
     cal["fit"] = flag_rates(pred_r2 < cal["threshold"], r2, in_family)
     return cal
+
+
+def recall_threshold(r2: np.ndarray, recall: float) -> float | None:
+    """The lowest threshold that flags ⌈recall·n⌉ of these (bad) instances' R² (flag: below it); None for none."""
+    return float(np.sort(r2)[int(np.ceil(recall * len(r2))) - 1]) + 1e-9 if len(r2) else None
 
 
 def estimate_r2(cal: dict[str, Any], features: dict[str, np.ndarray]) -> np.ndarray:
