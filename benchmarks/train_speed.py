@@ -151,22 +151,36 @@ class Reference:
         self.opt_g.step()
 
 
+DEVICE = torch.device("cpu")  # --device: where both sides run
+
+
 def clock() -> tuple[float, float]:
-    """(wall, CPU time of this process) in seconds."""
+    """(wall, CPU time of this process) in seconds, after the GPU's queued work when the sides run on one."""
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
     return time.perf_counter(), time.process_time()
 
 
-def medians(stamps: list[tuple[float, float]], warmup: int) -> tuple[float, float]:
-    """Median ms per iteration between consecutive stamps after `warmup` iterations: wall and CPU time."""
-    steps = list(itertools.pairwise(stamps))[warmup:]
-    return tuple(1e3 * statistics.median(b[i] - a[i] for a, b in steps) for i in (0, 1))  # type: ignore[return-value]
+def medians(stamps: list[tuple[float, float]], warmup: int, block: int = 1) -> tuple[float, float]:
+    """Median ms per iteration after `warmup` iterations, wall and CPU time: over single iterations, or with
+    `block` = k over runs of k consecutive ones (a step whose iterations differ in a cycle of k, `model.adv_every`:
+    each run holds one whole cycle, so its mean is the step's average cost, not one kind's)."""
+    ends = stamps[warmup::block]
+    return tuple(1e3 * statistics.median((b[i] - a[i]) / block for a, b in itertools.pairwise(ends))  # type: ignore[return-value]
+                 for i in (0, 1))
 
 
 def time_reference(ngf: int, x: torch.Tensor, y: torch.Tensor, batch: int, steps: int,
                    warmup: int) -> tuple[float, float]:
     """Median ms per `optimize_parameters` (batch slicing included) over `steps` after `warmup`: wall, CPU."""
     torch.manual_seed(0)
-    ref, stamps = Reference(ngf), [clock()]
+    ref = Reference(ngf)
+    if DEVICE.type != "cpu":
+        ref.net_g.to(DEVICE), ref.net_d.to(DEVICE)
+        ref.opt_g = torch.optim.Adam(ref.net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        ref.opt_d = torch.optim.Adam(ref.net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        x, y = x.to(DEVICE), y.to(DEVICE)
+    stamps = [clock()]
     for i in range(warmup + steps):
         j = (i * batch) % (len(x) - batch + 1)
         ref.optimize_parameters(x[j : j + batch], y[j : j + batch])
@@ -199,22 +213,24 @@ def time_ours(ngf: int, overrides: list[str], x: torch.Tensor, y: torch.Tensor, 
     from omegaconf import OmegaConf
 
     from qdgan.datamodule import TensorBatches
+    from qdgan.gan_step import optimizer_steps
     from qdgan.scaling import DataStats
-    from qdgan.train.run import build_model, optimizer_steps_per_batch
+    from qdgan.train.run import build_model
 
-    cfg = our_config(ngf, overrides)
+    cfg = our_config(ngf, [*(["trainer=gpu"] if DEVICE.type == "cuda" else []), *overrides])
     torch.manual_seed(0)
     model = build_model(cfg)
     model.set_data_stats(DataStats(0.0, 1.0, 0.0, 1.0, torch.zeros(64, 64), pixel_area=1.0, n_electrons=2,
                                    input_code=(0.0, 0.0, 1.0)))
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True) | {
-        "accelerator": "cpu", "devices": 1, "enable_progress_bar": False, "enable_model_summary": False}
+        "accelerator": "gpu" if DEVICE.type == "cuda" else "cpu", "devices": 1, "enable_progress_bar": False,
+        "enable_model_summary": False}
     stamps = BatchClock()
-    trainer = L.Trainer(**trainer_cfg, max_steps=optimizer_steps_per_batch(model) * (warmup + steps + 1),
+    trainer = L.Trainer(**trainer_cfg, max_steps=optimizer_steps(model, warmup + steps + 1),
                         logger=False, enable_checkpointing=False, callbacks=[stamps], limit_val_batches=0)
     n = batch * (warmup + steps + 1)
     trainer.fit(model, train_dataloaders=TensorBatches(x[:n], y[:n], batch, shuffle=True))
-    return medians(stamps.stamps, warmup)
+    return medians(stamps.stamps, warmup, model.hparams.get("adv_every", 1) if model.discriminator else 1)
 
 
 # --- the table -----------------------------------------------------------------------------------------------
@@ -256,7 +272,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where both sides run; cuda: the reference in fp32 (its default), ours with trainer=gpu "
+                             "(bf16-mixed), data moved to the GPU by each side as in training")
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch sees no GPU here")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.steps < 25 or args.warmup < 5 or args.repeats < 3:
@@ -264,8 +287,10 @@ def main() -> None:
     cases = [tuple(int(v) for v in c.split(",")) for c in args.cases]
     sides = ["reference", *args.ours]
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-           "machine": platform.processor() or platform.machine(), "load_before": os.getloadavg()}
-    print(f"torch {env['torch']}, {env['threads']} threads, {env['cpus']} CPUs, load {env['load_before']}", flush=True)
+           "machine": platform.processor() or platform.machine(), "load_before": os.getloadavg(),
+           "device": torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else "cpu"}
+    print(f"torch {env['torch']}, {env['threads']} threads, {env['cpus']} CPUs, load {env['load_before']}, "
+          f"device {env['device']}", flush=True)
     runs: dict[tuple[int, int], dict[str, list[tuple[float, float]]]] = {c: {s: [] for s in sides} for c in cases}
     for r in range(args.repeats):
         for ngf, batch in cases:

@@ -4,6 +4,9 @@ detached, loss_D = (real + fake)/2; G step with D frozen, one D pass on (α, G(�
 Each speed switch keeps this arithmetic (`qdgan.fast`): `joint_d_pass` gives D both pairs in one pass with per-half
 batch norm (the numbers of two passes); `autocast` runs G and D in bf16 but G's output layer, the losses and the
 optimizers in fp32; freezing D's weights in G's backward only skips gradients the reference skips too.
+
+`adv_every` = k > 1 changes the step (docs/training.md, "Speed"): D's step and the adversarial term run on every
+k-th batch (generator steps 0, k, 2k, …); the batches between train G on λ·L1 alone, without any D pass.
 """
 
 from __future__ import annotations
@@ -27,6 +30,20 @@ def adversarial(logits: Tensor, real: bool, gan_mode: str) -> Tensor:
     if gan_mode == "lsgan":
         return F.mse_loss(logits, target)
     return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def adversarial_batch(model: Any) -> bool:
+    """Whether the current batch runs D's step and G's adversarial term: a model with D, on every `adv_every`-th
+    batch counted from 0 (`generator_steps` before this batch)."""
+    return model.discriminator is not None and int(model.generator_steps) % model.hparams.get("adv_every", 1) == 0
+
+
+def optimizer_steps(model: Any, batches: int) -> int:
+    """Lightning's `global_step` after `batches` batches: every optimizer step counts, G's on each batch and D's on
+    the adversarial ones (⌈batches / adv_every⌉ of them)."""
+    if model.discriminator is None:
+        return batches
+    return batches + -(-batches // model.hparams.get("adv_every", 1))
 
 
 def d_logits(model: Any, x: Tensor, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
@@ -74,7 +91,7 @@ def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         model.autocast_dtype = fast.autocast_dtype(hp.autocast, model.device)
     cast, device = model.autocast_dtype, model.device
     logs: dict[str, Tensor] = {}
-    disc = model.discriminator
+    disc = model.discriminator if adversarial_batch(model) else None
     if disc is not None:
         fake, loss_d, real_logits, fake_logits = d_backward(model, x, y, opt_d)
         opt_d.step()
@@ -84,7 +101,9 @@ def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         logs |= {"train/loss_d": loss_d, "train/loss_g_gan": loss_g_adv.detach(),
                  "train/d_real": torch.sigmoid(real_logits.detach().float()).mean(),
                  "train/d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
+        model._adv_logs = dict(logs)
     else:
+        logs |= getattr(model, "_adv_logs", {})  # an L1-only batch of adv_every > 1: D's latest numbers
         with fast.autocast(cast, device):
             fake = model(x)  # fp32: G's output layer runs in fp32
         loss_g_adv = fake.new_zeros(())

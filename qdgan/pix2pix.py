@@ -39,6 +39,7 @@ class Pix2Pix(L.LightningModule):
         discriminator_cfg: dict[str, Any],
         lambda_l1: float = 100.0,
         adv_weight: float = 1.0,
+        adv_every: int = 1,
         gan_mode: str = "vanilla",
         lr_g: float = 2e-4,
         lr_d: float = 2e-4,
@@ -70,6 +71,9 @@ class Pix2Pix(L.LightningModule):
             raise ValueError(f"model.gan_mode={gan_mode!r}: expected one of {gan_step.GAN_MODES}")
         if adv_weight < 0 or lambda_l1 < 0:
             raise ValueError(f"model.adv_weight={adv_weight}, model.lambda_l1={lambda_l1}: expected ≥ 0")
+        if isinstance(adv_every, bool) or not isinstance(adv_every, int) or adv_every < 1:
+            raise ValueError(f"model.adv_every={adv_every!r}: expected an integer ≥ 1 (1: D and the adversarial term "
+                             "on every batch, as in the paper)")
         optim.check(lr_schedule, lr_decay_start)
         fast.autocast_dtype(autocast, torch.device("cpu"))  # ValueError for an unknown setting
         ema.check(ema_decay)

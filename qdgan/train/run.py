@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from physics.files import LockError, atomic_write_bytes, dir_lock
+from qdgan import gan_step
 from qdgan.datamodule import EDDataModule
 from qdgan.metrics import report_line
 from qdgan.networks import receptive_field
@@ -55,11 +56,6 @@ def build_model(cfg: DictConfig) -> Pix2Pix:
         _convert_="all",
         _recursive_=False,
     )
-
-
-def optimizer_steps_per_batch(model: Pix2Pix) -> int:
-    """Lightning counts every optimizer step in global_step: 2 per batch with a discriminator."""
-    return 2 if model.discriminator is not None else 1
 
 
 def check_settings(cfg: DictConfig) -> None:
@@ -133,13 +129,12 @@ def _train_and_test(cfg: DictConfig, run_dir: Path, ckpt_path: str | None) -> di
     # Lightning's save_last only saves when the monitored metric improved; resuming needs the latest state.
     latest = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
                              enable_version_counter=False)
-    per_batch = optimizer_steps_per_batch(model)
     every = cfg.get("timed_ckpt_every_n_steps", 0)
     timed = [TimedCheckpoints(every, str(run_dir / "checkpoints" / "timed"))] if every else []
     loggers = build_loggers(cfg, run_dir, instantiate)
     trainer = L.Trainer(
         **OmegaConf.to_container(cfg.trainer, resolve=True),
-        max_steps=cfg.max_steps * per_batch,
+        max_steps=gan_step.optimizer_steps(model, cfg.max_steps),  # Lightning counts D's steps too
         val_check_interval=cfg.val_every_n_steps,
         check_val_every_n_epoch=None,
         callbacks=[ckpt, latest, history, state, *timed],
