@@ -50,6 +50,7 @@ VARIANTS = {  # ours: train.py overrides on top of the config's defaults
     "bf16+cl+ud": [*PAPER, "model.autocast=bf16", "model.channels_last=true", "model.uniform_dropout=true"],
     "all": [*PAPER, "model.joint_d_pass=true", "model.autocast=bf16", "model.channels_last=true",
             "model.uniform_dropout=true"],
+    "default-adv1": ["model.adv_every=1"],  # the default's switches with the reference's step (D every batch)
     "default-fp32": ["model.autocast=none"],
     "default+joint": ["model.joint_d_pass=true"],
     "default-ud": ["model.uniform_dropout=false"],

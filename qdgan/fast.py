@@ -11,6 +11,7 @@
   computes it natively, else none; on a GPU the trainer's precision decides, conf/trainer/gpu.yaml).
 - `channels_last`: NHWC strides that layers recognize also for one-channel maps.
 - `FoldConvTranspose2d`: a transposed convolution as matmul + col2im (G's output layer, `model.fold_output`).
+- `host_value`: a small buffer's numbers (data statistics, the step count) read without a GPU sync per step.
 """
 
 from __future__ import annotations
@@ -198,3 +199,23 @@ def dense_grad_relus(net: nn.Module) -> nn.Module:
         if type(m) is nn.ReLU:
             m.__class__ = DenseGradReLU
     return net
+
+
+def host_value(module: nn.Module, name: str) -> Any:
+    """`module.<name>`, a small buffer, as Python numbers (`tolist`), read from its device again only when the
+    buffer changed: in place (its version counter: `copy_`, `+=`, `load_state_dict`) or moved. On a GPU each
+    `.item()`/`int()` of a device tensor waits for all queued work; the training step reads these every batch."""
+    t = getattr(module, name)
+    key = (t._version, t.data_ptr(), t.device)
+    cache = module.__dict__.setdefault("_host_values", {})
+    if name not in cache or cache[name][0] != key:
+        cache[name] = (key, t.tolist())
+    return cache[name][1]
+
+
+def host_add_(module: nn.Module, name: str, value: int | float = 1) -> None:
+    """`module.<name> += value` on its device, and the same on `host_value`'s copy, without a sync."""
+    new = host_value(module, name) + value
+    t = getattr(module, name)
+    t += value
+    module.__dict__["_host_values"][name] = ((t._version, t.data_ptr(), t.device), new)

@@ -35,7 +35,8 @@ def adversarial(logits: Tensor, real: bool, gan_mode: str) -> Tensor:
 def adversarial_batch(model: Any) -> bool:
     """Whether the current batch runs D's step and G's adversarial term: a model with D, on every `adv_every`-th
     batch counted from 0 (`generator_steps` before this batch)."""
-    return model.discriminator is not None and int(model.generator_steps) % model.hparams.get("adv_every", 1) == 0
+    steps = fast.host_value(model, "generator_steps")
+    return model.discriminator is not None and steps % model.hparams.get("adv_every", 1) == 0
 
 
 def optimizer_steps(model: Any, batches: int) -> int:

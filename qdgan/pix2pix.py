@@ -184,10 +184,10 @@ class Pix2Pix(L.LightningModule):
 
     def scale_input(self, x: Tensor) -> Tensor:
         """Physical inputs → network inputs, exactly as the data module encoded the training inputs."""
-        return encode_input(x, *self.input_code.tolist())
+        return encode_input(x, *fast.host_value(self, "input_code"))
 
     def unscale_target(self, y: Tensor) -> Tensor:
-        lo, hi = self.scale[2].item(), self.scale[3].item()
+        lo, hi = fast.host_value(self, "scale")[2:]
         return from_unit_range(y.float(), lo, hi)
 
     # --- forward ---------------------------------------------------------------------------------
@@ -214,7 +214,7 @@ class Pix2Pix(L.LightningModule):
         if not kind:
             return out
         n_electrons, area = self.charge_of(x)
-        return density.scaled_density(out, kind, n_electrons, area, self.scale[2].item(), self.scale[3].item())
+        return density.scaled_density(out, kind, n_electrons, area, *fast.host_value(self, "scale")[2:])
 
     def physical_prediction(self, x: Tensor) -> Tensor:
         """Scaled inputs (B, C, H, W) → predictions (B, H, W) in physical units, as evaluated: dropout
@@ -241,13 +241,14 @@ class Pix2Pix(L.LightningModule):
     @property
     def charge(self) -> tuple[float, float] | None:
         """(N, h²) for the charge error of density mappings of a one-N model; None for potentials."""
-        return (float(self.physics[1]), float(self.physics[0])) if self.hparams.is_density else None
+        area, n_electrons = fast.host_value(self, "physics")  # no GPU sync per step
+        return (n_electrons, area) if self.hparams.is_density else None
 
     def charge_of(self, x: Tensor) -> tuple[Tensor | float, float] | None:
         """`charge` for a batch of network inputs (B, C, H, W): a model of several N reads each one's N from x."""
         if not (self.conditioned and self.hparams.is_density):
             return self.charge
-        return electrons_in(x, max(self.electrons)), float(self.physics[0])
+        return electrons_in(x, max(self.electrons)), fast.host_value(self, "physics")[0]
 
     # --- training --------------------------------------------------------------------------------
 
@@ -255,12 +256,13 @@ class Pix2Pix(L.LightningModule):
         """One D step and one G step (`gan_step.optimize`), then the EMA, the schedules and the loss logs."""
         hp = self.hparams
         logs = gan_step.optimize(self, *batch)
-        self.generator_steps += 1
+        fast.host_add_(self, "generator_steps")  # += 1, and its Python copy: no GPU sync per step
+        steps = fast.host_value(self, "generator_steps")
         if hp.ema_decay > 0:
-            ema.update(self.generator_ema, self.generator, ema.decay_at(hp.ema_decay, int(self.generator_steps)))
+            ema.update(self.generator_ema, self.generator, ema.decay_at(hp.ema_decay, steps))
         for sched in self._schedulers():
             sched.step()
-        if int(self.generator_steps) % hp.log_every_n_steps == 0:  # self.log costs ~0.1 ms per value
+        if steps % hp.log_every_n_steps == 0:  # self.log costs ~0.1 ms per value
             logs["g_step"] = self.generator_steps.float()
             self.log_dict(logs, on_step=True, on_epoch=False, batch_size=batch[0].shape[0])
 

@@ -48,8 +48,7 @@ def fit(model: Pix2Pix, steps: int, batch: int = 4, seed: int = 0, callbacks_: l
 
     g = torch.Generator().manual_seed(seed)
     x, y = (torch.rand(batch * steps, 1, 64, 64, generator=g) * 2 - 1 for _ in range(2))
-    per_batch = 2 if model.discriminator is not None else 1
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=per_batch * steps, logger=False,
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=gan_step.optimizer_steps(model, steps), logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=callbacks_ or [])
     trainer.fit(model, train_dataloaders=TensorBatches(x, y, batch, shuffle=False))
@@ -372,3 +371,83 @@ def test_l1_per_electron_weighs_each_instance_by_mean_n_over_its_n():
     plain = torch.tensor([0.4, 0.2, 0.1, 0.3]).mean()
     torch.testing.assert_close(l1_term(SimpleNamespace(**{**vars(model), "hparams": {}}), x, fake, y), plain)
     torch.testing.assert_close(l1_term(SimpleNamespace(**{**vars(model), "conditioned": False}), x, fake, y), plain)
+
+
+# --- D and the adversarial term on every k-th batch (model.adv_every) ---------------------------------------------
+
+
+def test_optimizer_steps_count_ds_steps_on_the_adversarial_batches_only():
+    for k, expected in ((1, 14), (2, 11), (3, 10)):  # 7 batches: G 7 + D ⌈7/k⌉
+        assert gan_step.optimizer_steps(tiny_model(f"model.adv_every={k}"), 7) == expected
+    assert gan_step.optimizer_steps(tiny_model("model.adv_weight=0"), 7) == 7  # no D
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "1.5", "true"])
+def test_adv_every_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match=r"model\.adv_every=.*expected an integer ≥ 1"):
+        tiny_model(f"model.adv_every={bad}")
+
+
+class DWeights(L.Callback):
+    """D's weights before every batch; with `perturb_at`, D's weights are shifted at that batch's start."""
+
+    def __init__(self, perturb_at: int | None = None) -> None:
+        self.seen: list[list[torch.Tensor]] = []
+        self.perturb_at = perturb_at
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.perturb_at:
+            with torch.no_grad():
+                for p in pl_module.discriminator.parameters():
+                    p.add_(0.5)
+        self.seen.append([p.detach().clone() for p in pl_module.discriminator.parameters()])
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_adv_every_steps_d_on_every_kth_batch_and_trains_g_on_l1_alone_between(k):
+    """Over 2k + 1 batches D moves only on batches 0, k, 2k, its Adam steps ⌈(2k + 1)/k⌉ = 3 times, the run ends
+    after exactly 2k + 1 generator steps, and the losses logged on an L1-only batch are D's latest."""
+    torch.manual_seed(0)
+    model, seen = tiny_model(f"model.adv_every={k}"), DWeights()
+    fit(model, steps=2 * k + 1, callbacks_=[seen])
+    assert int(model.generator_steps) == 2 * k + 1 and len(seen.seen) == 2 * k + 1
+    after = [p.detach().clone() for p in model.discriminator.parameters()]
+    moved = [any(not torch.equal(a, b) for a, b in zip(seen.seen[i], [*seen.seen, after][i + 1], strict=True))
+             for i in range(2 * k + 1)]
+    assert moved == [i % k == 0 for i in range(2 * k + 1)]
+    opt_d = model.optimizers()[1].optimizer
+    assert [int(s["step"]) for s in opt_d.state.values()] == [3]
+    assert set(model._adv_logs) >= {"train/loss_d", "train/loss_g_gan"}
+
+
+@pytest.mark.parametrize(("k", "depends"), [(2, False), (1, True)])
+def test_g_on_an_l1_only_batch_never_reads_d(k, depends):
+    """G's gradients of batch 1 are the same whatever D's weights then are, with adv_every = 2 (batch 1 is L1-only);
+    with adv_every = 1 they are not (the check can fail)."""
+    grads = []
+    for perturb in (None, 1):
+        torch.manual_seed(0)
+        model = tiny_model(f"model.adv_every={k}")
+        fit(model, steps=2, callbacks_=[DWeights(perturb_at=perturb)])
+        grads.append([p.grad.clone() for p in model.generator.parameters()])
+    same = all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+    assert same is not depends
+
+
+def test_host_values_follow_every_change_of_their_buffers():
+    """The Python copies the step reads (no GPU sync per batch) are those of the buffers after an in-place change,
+    a load_state_dict, a move and `host_add_`; a stale copy would scale every prediction wrongly."""
+    model = tiny_model()
+    assert fast.host_value(model, "scale") == [0.0, 1.0, 0.0, 0.05]
+    model.scale.copy_(torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+    assert fast.host_value(model, "scale") == [1.0, 2.0, 3.0, 4.0]
+    for _ in range(3):
+        fast.host_add_(model, "generator_steps")
+    assert fast.host_value(model, "generator_steps") == int(model.generator_steps) == 3
+    state = model.state_dict()
+    state["generator_steps"], state["physics"] = torch.tensor(7), torch.tensor([0.5, 3.0], dtype=torch.float64)
+    model.load_state_dict(state)
+    assert fast.host_value(model, "generator_steps") == 7 and model.charge == (3.0, 0.5)
+    model.to(torch.float32)  # a move makes new float buffers
+    model.physics.mul_(2)
+    assert model.charge == (6.0, 1.0)

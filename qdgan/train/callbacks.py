@@ -17,7 +17,7 @@ import lightning as L
 import torch
 
 from physics.files import atomic_write_bytes
-from qdgan import metrics
+from qdgan import fast, metrics
 
 LOSS_KEYS = ("train/loss_g", "train/loss_d", "train/loss_l1", "train/loss_g_gan")
 
@@ -38,7 +38,7 @@ class History(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        step = int(pl_module.generator_steps)
+        step = fast.host_value(pl_module, "generator_steps")  # no GPU sync per batch
         if step % self.every_n_steps or not trainer.is_global_zero:
             return
         logged = trainer.callback_metrics
@@ -147,7 +147,7 @@ class TimedCheckpoints(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: Any, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        step = int(pl_module.generator_steps)
+        step = fast.host_value(pl_module, "generator_steps")  # no GPU sync per batch
         if step % self.every_n_steps:
             return
         began = time.time()
