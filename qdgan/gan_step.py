@@ -6,7 +6,8 @@ batch norm (the numbers of two passes); `autocast` runs G and D in bf16 but G's 
 optimizers in fp32; freezing D's weights in G's backward only skips gradients the reference skips too.
 
 `adv_every` = k > 1 changes the step (docs/training.md, "Speed"): D's step and the adversarial term run on every
-k-th batch (generator steps 0, k, 2k, …); the batches between train G on λ·L1 alone, without any D pass.
+k-th batch (generator steps 0, k, 2k, …), the term weighted k·adv_weight there so that its weight per batch stays
+adv_weight on average; the batches between train G on λ·L1 alone, without any D pass.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
             fake = model(x)  # fp32: G's output layer runs in fp32
         loss_g_adv = fake.new_zeros(())
     loss_l1 = l1_term(model, x, fake, y)
-    loss_g = hp.adv_weight * loss_g_adv + hp.lambda_l1 * loss_l1
+    loss_g = hp.adv_weight * hp.get("adv_every", 1) * loss_g_adv + hp.lambda_l1 * loss_l1  # k·adv_weight: see above
     opt_g.zero_grad(set_to_none=True)
     model.manual_backward(loss_g)
     opt_g.step()

@@ -15,9 +15,9 @@ from qdgan.train.run import build_model
 
 PAPER_MAPPINGS = ["v_to_nint", "v_to_n0", "n0_to_nint"]  # the mappings to a density
 DENSITY_TRAINING = {"lr_g": 1e-3, "lr_d": 1e-3, "lr_schedule": "cosine", "lr_decay_start": 0.5, "ema_decay": 0.999,
-                    "density_output": "softplus"}  # conf/mapping/training/density.yaml (issue 12, part 1)
+                    "density_output": "softplus", "adv_every": 2}  # conf/mapping/training/density.yaml (issue 12)
 PAPER_TRAINING = {"lr_g": 2e-4, "lr_d": 2e-4, "lr_schedule": "linear", "lr_decay_start": 1.0, "ema_decay": 0.0,
-                  "density_output": None}
+                  "density_output": None, "adv_every": 1}
 GENERATORS = sorted(p.stem for p in (CONF / "generator").glob("unet*.yaml"))
 DISCRIMINATORS = sorted(p.stem for p in (CONF / "discriminator").glob("*.yaml"))
 MAPPING_KEYS = {"name", "input", "target", "input_log_floor", "lambda_l1"}  # before the per-mapping fields

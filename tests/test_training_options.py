@@ -451,3 +451,20 @@ def test_host_values_follow_every_change_of_their_buffers():
     model.to(torch.float32)  # a move makes new float buffers
     model.physics.mul_(2)
     assert model.charge == (6.0, 1.0)
+
+
+def test_the_adversarial_term_of_an_adversarial_batch_is_weighted_k_times():
+    """Batch 0 of adv_every = 2 is the reference's step with adv_weight doubled: the same gradients of G and D."""
+    runs = []
+    for overrides in (("model.adv_every=2",), ("model.adv_every=1", "model.adv_weight=2")):
+        torch.manual_seed(0)
+        model = tiny_model(*overrides)
+        fit(model, steps=1)
+        runs.append(model)
+    for (k, p), q in zip(runs[0].named_parameters(), runs[1].parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=k)
+    torch.manual_seed(0)
+    plain = tiny_model("model.adv_every=1")
+    fit(plain, steps=1)
+    assert not all(torch.equal(p.grad, q.grad) for p, q in zip(plain.generator.parameters(),
+                                                               runs[0].generator.parameters(), strict=True))
