@@ -22,6 +22,7 @@ from qdgan import fast
 from qdgan.scaling import electrons_in
 
 GAN_MODES = ("vanilla", "lsgan")
+D_LOGS = ("train/loss_d", "train/loss_g_gan", "train/d_real", "train/d_fake")  # kept in the model's `d_numbers`
 
 
 def adversarial(logits: Tensor, real: bool, gan_mode: str) -> Tensor:
@@ -103,9 +104,11 @@ def optimize(model: Any, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         logs |= {"train/loss_d": loss_d, "train/loss_g_gan": loss_g_adv.detach(),
                  "train/d_real": torch.sigmoid(real_logits.detach().float()).mean(),
                  "train/d_fake": torch.sigmoid(fake_logits.detach().float()).mean()}
-        model._adv_logs = dict(logs)
+        if hp.get("adv_every", 1) > 1:  # a buffer, so a resumed run logs what the uninterrupted one does
+            model.d_numbers.copy_(torch.stack([logs[k].float() for k in D_LOGS]))
     else:
-        logs |= getattr(model, "_adv_logs", {})  # an L1-only batch of adv_every > 1: D's latest numbers
+        if model.discriminator is not None:  # an L1-only batch of adv_every > 1: D's latest numbers
+            logs |= dict(zip(D_LOGS, model.d_numbers.clone().unbind(), strict=True))
         with fast.autocast(cast, device):
             fake = model(x)  # fp32: G's output layer runs in fp32
         loss_g_adv = fake.new_zeros(())

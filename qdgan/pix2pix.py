@@ -88,6 +88,7 @@ class Pix2Pix(L.LightningModule):
         self.register_buffer("physics", torch.zeros(2, dtype=torch.float64))  # pixel area nm², N
         self.register_buffer("input_code", torch.zeros(3, dtype=torch.float64))  # encode_input: log offset, lo, hi
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("d_numbers", torch.zeros(len(gan_step.D_LOGS)))  # D's latest logs (adv_every > 1)
         self._val: dict[str, Any] = {}  # per-epoch accumulators (plain dict: not submodules)
         self.autocast_dtype: torch.dtype | str | None = "unset"  # the training step's, set at its first call
 
@@ -169,6 +170,7 @@ class Pix2Pix(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Checkpoints written before the input code existed used the linear input scaling."""
         state = checkpoint["state_dict"]
+        state.setdefault("d_numbers", torch.zeros(len(gan_step.D_LOGS)))  # checkpoints from before adv_every
         if "input_code" not in state:
             state["input_code"] = torch.tensor([0.0, *state["scale"][:2].tolist()], dtype=torch.float64)
 
@@ -268,9 +270,7 @@ class Pix2Pix(L.LightningModule):
 
     def _schedulers(self) -> list[Any]:
         scheds = self.lr_schedulers()
-        if scheds is None:
-            return []
-        return scheds if isinstance(scheds, list) else [scheds]
+        return [] if scheds is None else scheds if isinstance(scheds, list) else [scheds]
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -417,7 +417,7 @@ def test_adv_every_steps_d_on_every_kth_batch_and_trains_g_on_l1_alone_between(k
     assert moved == [i % k == 0 for i in range(2 * k + 1)]
     opt_d = model.optimizers()[1].optimizer
     assert [int(s["step"]) for s in opt_d.state.values()] == [3]
-    assert set(model._adv_logs) >= {"train/loss_d", "train/loss_g_gan"}
+    assert bool((model.d_numbers != 0).all())  # D's numbers of batch 2k, logged on the L1-only batches after it
 
 
 @pytest.mark.parametrize(("k", "depends"), [(2, False), (1, True)])
