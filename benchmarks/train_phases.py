@@ -1,5 +1,7 @@
 """Where the time of one training iteration goes, phase by phase: ours (a bare loop of `gan_step.optimize`'s
 operations, no Lightning) and the reference's `optimize_parameters` (benchmarks/train_speed.py), docs/training.md.
+Ours is always the full step, D on the batch (`model.adv_every`'s adversarial batches); an L1-only batch of
+`adv_every` > 1 is its G forward, G's backward and Adam, and the EMA.
 
     python benchmarks/train_phases.py                      # ngf 16, batch 16, torch's threads; ours default, paper
     python benchmarks/train_phases.py --threads 1 --ours default model=pix2pix_paper,model.autocast=bf16
