@@ -51,6 +51,7 @@ VARIANTS = {  # ours: train.py overrides on top of the config's defaults
     "all": [*PAPER, "model.joint_d_pass=true", "model.autocast=bf16", "model.channels_last=true",
             "model.uniform_dropout=true"],
     "default-adv1": ["model.adv_every=1"],  # the default's switches with the reference's step (D every batch)
+    "l1-only": ["model.adv_every=1", "model.adv_weight=0"],  # G on λ·L1 alone: adv_every's batches without D
     "default-fp32": ["model.autocast=none"],
     "default+joint": ["model.joint_d_pass=true"],
     "default-ud": ["model.uniform_dropout=false"],
@@ -176,10 +177,9 @@ def time_reference(ngf: int, x: torch.Tensor, y: torch.Tensor, batch: int, steps
     """Median ms per `optimize_parameters` (batch slicing included) over `steps` after `warmup`: wall, CPU."""
     torch.manual_seed(0)
     ref = Reference(ngf)
-    if DEVICE.type != "cpu":
-        ref.net_g.to(DEVICE), ref.net_d.to(DEVICE)
-        ref.opt_g = torch.optim.Adam(ref.net_g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        ref.opt_d = torch.optim.Adam(ref.net_d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    if DEVICE.type != "cpu":  # Module.to keeps the Parameter objects: the optimizers stay valid
+        ref.net_g.to(DEVICE)
+        ref.net_d.to(DEVICE)
         x, y = x.to(DEVICE), y.to(DEVICE)
     stamps = [clock()]
     for i in range(warmup + steps):
